@@ -148,9 +148,7 @@ class SearchSpace(ABC):
         choices = self.choices()
         g = tuple(int(x) for x in g)
         if len(g) != len(choices):
-            raise UserError(
-                f"{self.name} genotype needs {len(choices)} choices, got {len(g)}"
-            )
+            raise UserError(f"{self.name} genotype needs {len(choices)} choices, got {len(g)}")
         for i, (gi, c) in enumerate(zip(g, choices, strict=True)):
             if not 0 <= gi < c:
                 name = self.decisions()[i].name

@@ -93,6 +93,4 @@ class ClassifierHead(nn.Module):
 def with_prefix(state: dict[str, torch.Tensor], src: str, dst: str) -> dict[str, torch.Tensor]:
     """Entries of `state` under `src.` renamed to live under `dst.` (cloned, detached)."""
     src, dst = src.rstrip(".") + ".", (dst.rstrip(".") + ".") if dst else ""
-    return {
-        dst + k[len(src) :]: v.detach().clone() for k, v in state.items() if k.startswith(src)
-    }
+    return {dst + k[len(src) :]: v.detach().clone() for k, v in state.items() if k.startswith(src)}

@@ -1,0 +1,1 @@
+"""The `factory` command line: one module per command group, logic in library functions."""

@@ -1,0 +1,46 @@
+"""The root `factory` command: registers each command group."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from factory import __version__
+from factory.cli import agent_cmd, spaces_cmd, targets_cmd
+from factory.cli.errors import UserErrorGroup
+
+app = typer.Typer(
+    cls=UserErrorGroup,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Edge Model Factory: find, measure and export lightweight models for a target device.",
+)
+app.add_typer(targets_cmd.app, name="targets")
+app.add_typer(spaces_cmd.app, name="spaces")
+app.command("agent")(agent_cmd.agent)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"factory {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Edge Model Factory: find, measure and export lightweight models for a target device."""
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    run()

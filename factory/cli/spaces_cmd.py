@@ -1,0 +1,130 @@
+"""`factory spaces`: the search spaces, their decisions, and sampled architectures.
+
+torch is imported inside the commands, so `factory agent` starts on a device without it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from targets.errors import UserError
+
+if TYPE_CHECKING:
+    from factory.spaces import Genotype, SearchSpace
+
+app = typer.Typer(help="List and inspect search spaces.", invoke_without_command=True)
+
+
+def console() -> Console:
+    """A console made per call, so the terminal width is read when output is printed."""
+    return Console()
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """'1x28x28' -> (1, 28, 28); anything else is a user error."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise UserError(f"input shape must look like CxHxW, e.g. 1x28x28, not {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+@app.callback()
+def list_spaces(ctx: typer.Context) -> None:
+    """List the registered search spaces."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from factory.spaces import SPACES, get_space
+
+    table = Table("name", "decisions", "options per decision", "genotypes", "manual architectures")
+    for name in SPACES.names():
+        space = get_space(name)
+        choices = space.choices()
+        table.add_row(
+            name,
+            str(len(choices)),
+            f"{min(choices)}–{max(choices)}",
+            f"{space.size():.2e}",
+            ", ".join(space.manual()),
+        )
+    console().print(table)
+
+
+def _report(space: SearchSpace, label: str, g: Genotype) -> dict[str, object]:
+    from profilers.flops import count_costs
+
+    model = space.build(g)
+    costs = count_costs(model, (1, *space.spec.shape))
+    return {
+        "label": label,
+        "genotype": space.format(g),
+        "macs": costs.macs,
+        "params": costs.params,
+        "layers": [
+            {"name": row.name, "op": row.op, "out_shape": list(row.out_shape)}
+            for row in space.describe(g)
+        ],
+    }
+
+
+def _print(item: dict[str, object]) -> None:
+    table = Table("layer", "op", "output (C×H×W)", title=f"{item['label']}: {item['genotype']}")
+    for row in item["layers"]:  # type: ignore[attr-defined]
+        table.add_row(row["name"], row["op"], "×".join(str(d) for d in row["out_shape"]))
+    console().print(table)
+    console().print(
+        f"  MACs (1 multiply-add = 1, BatchNorm excluded): {item['macs'] / 1e6:.2f} M   "
+        f"params: {item['params'] / 1e6:.3f} M\n"
+    )
+
+
+@app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="Space name (see `factory spaces`).")],
+    sample: Annotated[
+        int, typer.Option(min=0, help="Also show N random architectures (0: only manual ones).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
+    genotype: Annotated[
+        list[str] | None,
+        typer.Option("--genotype", "-g", help="Show this genotype ('-'-joined indices or a name)."),
+    ] = None,
+    input_shape: Annotated[
+        str, typer.Option(help="Input C×H×W the stem and head adapt to.")
+    ] = "1x28x28",
+    classes: Annotated[int, typer.Option(min=2, help="Number of output classes.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a space's decisions and architectures: genotype, layers, MACs and params.
+
+    Without --sample or --genotype it shows the space's named manual architectures.
+    """
+    import numpy as np
+
+    from factory.spaces import InputSpec, get_space
+
+    c, h, w = parse_input_shape(input_shape)
+    space = get_space(name, InputSpec(channels=c, height=h, width=w, num_classes=classes))
+    picks: list[tuple[str, Genotype]] = [(text, space.parse(text)) for text in genotype or []]
+    rng = np.random.default_rng(seed)
+    picks += [(f"sample {i + 1} (seed {seed})", space.sample(rng)) for i in range(sample)]
+    if not picks:
+        picks = list(space.manual().items())
+    items = [_report(space, label, g) for label, g in picks]
+    if as_json:
+        decisions = [{"name": d.name, "options": list(d.options)} for d in space.decisions()]
+        typer.echo(json.dumps({"space": name, "decisions": decisions, "models": items}, indent=2))
+        return
+    table = Table("decision", "options", title=f"space {name}: {len(space.choices())} decisions")
+    for d in space.decisions():
+        table.add_row(d.name, ", ".join(f"{i}:{o}" for i, o in enumerate(d.options)))
+    console().print(table)
+    for item in items:
+        _print(item)
