@@ -33,7 +33,7 @@ def list_targets(
     if as_json:
         typer.echo(json.dumps([asdict(t) for t in items], indent=2))
         return
-    table = Table("name", "aliases", "runtime", "provider", "precision", "reached", "description")
+    table = Table("name", "aliases", "runtime", "provider", "precision", "reached")
     for t in items:
         reached = "local" if t.is_local else f"agent {t.agent.url}"  # type: ignore[union-attr]
         default = " (default)" if t.name == targets.DEFAULT_TARGET else ""
@@ -44,9 +44,9 @@ def list_targets(
             t.execution_provider,
             t.precision,
             reached,
-            t.description,
         )
     console().print(table)
+    console().print("Details: factory targets show NAME")
 
 
 @app.command("show")
