@@ -61,13 +61,19 @@ def make_optimizer(supernet: nn.Module, cfg: SupernetTrainConfig) -> torch.optim
     )
 
 
+PathSource = Sequence[Genotype] | Callable[[np.random.Generator], Genotype] | None
+
+
 def _paths(
     space: SearchSpace,
     rng: np.random.Generator,
     count: int,
-    population: Sequence[Genotype] | None,
+    population: PathSource,
 ) -> list[Genotype]:
-    """B paths for one batch: uniform samples, or distinct members of the population."""
+    """B paths for one batch: uniform samples, draws from a sampler (e.g. the RL
+    controller), or distinct members of a population."""
+    if callable(population):
+        return [population(rng) for _ in range(count)]
     if not population:
         return [space.sample(rng) for _ in range(count)]
     idx = rng.choice(len(population), size=min(count, len(population)), replace=False)
@@ -81,11 +87,14 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     cfg: SupernetTrainConfig,
     rng: np.random.Generator,
-    population: Sequence[Genotype] | None = None,
+    population: PathSource = None,
     progress: Progress | None = None,
     total: int | None = None,
 ) -> EpochStats:
-    """One pass over `batches`, stepping on the summed gradients of B paths per batch."""
+    """One pass over `batches`, stepping on the summed gradients of B paths per batch.
+
+    `population`: None samples paths uniformly (warm-up), a sequence gives B distinct members
+    per batch (CARS eq. 3), a callable draws each path (one sampled child per batch, ENAS)."""
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     supernet.train()
     task = progress.add_task("supernet", total=total, status="") if progress else None

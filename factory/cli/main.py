@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from factory import __version__
-from factory.cli import agent_cmd, spaces_cmd, targets_cmd
+from factory.cli import agent_cmd, report_cmd, search_cmd, spaces_cmd, targets_cmd
 from factory.cli.errors import UserErrorGroup
 
 app = typer.Typer(
@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 app.add_typer(targets_cmd.app, name="targets")
 app.add_typer(spaces_cmd.app, name="spaces")
+app.command("search")(search_cmd.search)
+app.command("report")(report_cmd.report)
 app.command("agent")(agent_cmd.agent)
 
 

@@ -9,6 +9,7 @@ how to build networks from them.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -173,6 +174,15 @@ class SearchSpace(ABC):
                 f"joined by '-' or one of: {names}"
             ) from None
         return self.validate(g)
+
+    def canonical(self, g: Genotype) -> Genotype:
+        """g with decisions that do not change the network set to 0 (identity by default)."""
+        return self.validate(g)
+
+    def arch_id(self, g: Genotype) -> str:
+        """A short stable id: equal exactly when two genotypes build the same network."""
+        text = f"{self.name}:{self.format(self.canonical(g))}"
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     def build_from_supernet(self, supernet: Supernet, g: Genotype) -> nn.Module:
         """`build(g)` with g's weights inherited from the supernet (eval mode)."""

@@ -1,0 +1,179 @@
+"""`factory search`: find the accuracy/cost Pareto front of a space for a target."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from factory.cli.errors import fail
+
+PRESETS = ("quick", "paper")
+
+
+def search(
+    ctx: typer.Context,
+    space: Annotated[str, typer.Option(help="Search space (see `factory spaces`).")] = "shufflenet",
+    strategy: Annotated[
+        str,
+        typer.Option(help="pnsga3, cycle-annealing, or a baseline: nsga3, mnas, random."),
+    ] = "pnsga3",
+    target: Annotated[str, typer.Option(help="Device latency is measured on.")] = "x86-cpu",
+    dataset: Annotated[
+        str, typer.Option(help="fashion-mnist, cifar10 or imagefolder.")
+    ] = "fashion-mnist",
+    data_root: Annotated[
+        Path | None, typer.Option(help="Directory holding the dataset (default: found).")
+    ] = None,
+    objectives: Annotated[
+        str,
+        typer.Option(help="accuracy followed by costs: latency (ms), macs, params."),
+    ] = "accuracy,latency",
+    cost: Annotated[
+        str, typer.Option(help="Cost used by scalar rewards and the plot: latency or macs.")
+    ] = "latency",
+    preset: Annotated[
+        str, typer.Option(help="quick (minutes on a laptop CPU) or paper (the papers' settings).")
+    ] = "quick",
+    generations: Annotated[
+        int | None,
+        typer.Option(
+            "--generations", "--steps", min=1, help="Generations (evolution) or controller steps."
+        ),
+    ] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option("--time", help="Stop after this much time, e.g. 20m; resumable."),
+    ] = None,
+    init: Annotated[
+        list[str] | None,
+        typer.Option(help="Warm-start from a manual architecture, e.g. vgg11 (repeatable)."),
+    ] = None,
+    train_size: Annotated[
+        int, typer.Option(min=0, help="Training images the search uses (0: all).")
+    ] = 12000,
+    val_size: Annotated[
+        int, typer.Option(min=0, help="Validation images that score a candidate (0: all).")
+    ] = 1000,
+    latency: Annotated[
+        str,
+        typer.Option(help="auto (measure locally, table for remote targets), measure or table."),
+    ] = "auto",
+    f_min: Annotated[
+        float | None, typer.Option(help="Lowest cost the annealing sweeps to.")
+    ] = None,
+    f_max: Annotated[
+        float | None, typer.Option(help="Highest cost the annealing sweeps to.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice of the run.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run directory (default runs/<time>-<space>-<strategy>)."),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory where it stopped.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Supernet training batch size.")] = 128,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a strategy setting, e.g. --set population=32 (repeatable; "
+            "the run's config.json lists them all).",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Search a space for the accuracy/latency Pareto front on a target.
+
+    Writes a run directory: config.json, evaluations.sqlite (every evaluation), checkpoints,
+    pareto.json, pareto.csv and pareto.png. Ctrl-C stops cleanly; --resume DIR continues
+    (options given with --resume must match the run's saved config).
+    """
+    from factory.search.config import SearchConfig, parse_duration, parse_objectives
+    from factory.search.runner import load_run_config, run_search
+
+    if preset not in PRESETS:
+        fail(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    values = {
+        "space": space,
+        "strategy": strategy,
+        "target": target,
+        "dataset": dataset,
+        "data_root": str(data_root) if data_root else None,
+        "objectives": parse_objectives(objectives),
+        "cost": parse_objectives(f"accuracy,{cost}")[1],
+        "preset": preset,
+        "seed": seed,
+        "init": tuple(init or ()),
+        "units": generations,
+        "time_budget_s": parse_duration(time_budget) if time_budget else None,
+        "train_size": train_size or None,
+        "val_size": val_size or None,
+        "batch_size": batch_size,
+        "latency_mode": latency,
+        "f_min": f_min,
+        "f_max": f_max,
+        "strategy_config": parse_settings(settings or []),
+    }
+    if resume is not None:
+        given = {
+            name
+            for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+        }
+        saved = load_run_config(resume)
+        config = dataclasses.replace(
+            saved, **{k: v for k, v in values.items() if _param_of(k) in given}
+        )
+        if "settings" in given:  # --set merges into the saved strategy settings
+            merged = {**saved.strategy_config, **values["strategy_config"]}
+            config = dataclasses.replace(config, strategy_config=merged)
+        run_dir = resume
+    else:
+        config = SearchConfig(**values)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = out or Path("runs") / f"{stamp}-{space}-{strategy}"
+    result = run_search(config, run_dir, resume=resume is not None, quiet=quiet)
+    from factory.cli.report_cmd import print_front
+
+    print_front(result.run_dir)
+    if result.stopped:
+        typer.echo(
+            f"stopped ({result.stopped}) after {result.units_done}/{result.total_units} units; "
+            f"continue with: factory search --resume {result.run_dir}",
+            err=True,
+        )
+        if result.stopped == "interrupted":
+            raise typer.Exit(130)
+
+
+_PARAM_OF = {
+    "units": "generations",
+    "time_budget_s": "time_budget",
+    "latency_mode": "latency",
+    "strategy_config": "settings",
+}
+
+
+def _param_of(field: str) -> str:
+    """The CLI parameter that sets a config field."""
+    return _PARAM_OF.get(field, field)
+
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """['population=8', 'cut=random'] -> {'population': 8, 'cut': 'random'} (JSON values)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set takes KEY=VALUE, not {item!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out

@@ -1,0 +1,79 @@
+"""The resolved configuration of a search run: built once by the CLI, saved with the run,
+compared on resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from targets.errors import UserError
+
+OBJECTIVE_ALIASES = {"latency": "latency_ms", "flops": "macs", "acc": "accuracy"}
+KNOWN_OBJECTIVES = ("accuracy", "latency_ms", "macs", "params")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that decides what a run computes (not where it writes)."""
+
+    space: str = "shufflenet"
+    strategy: str = "pnsga3"
+    target: str = "x86-cpu"
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    cost: str = "latency_ms"  # the scalar cost for rewards and plots
+    preset: str = "quick"
+    seed: int = 0
+    init: tuple[str, ...] = ()  # manual architectures to warm-start from
+    units: int | None = None  # generations / controller steps; None: the preset's
+    time_budget_s: float | None = None
+    train_size: int | None = 12000  # training images used by the search (None: all)
+    val_size: int | None = 1000
+    batch_size: int = 128
+    calib_steps: int = 3
+    lr: float = 0.05
+    latency_mode: str = "auto"
+    f_min: float | None = None
+    f_max: float | None = None
+    strategy_config: dict[str, Any] = field(default_factory=dict)  # resolved by the runner
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["objectives"] = list(self.objectives)
+        data["init"] = list(self.init)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["objectives"] = tuple(data.get("objectives", ()))
+        data["init"] = tuple(data.get("init", ()))
+        return cls(**data)
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    """'accuracy,latency' -> ('accuracy', 'latency_ms'); accuracy must come first."""
+    names = [OBJECTIVE_ALIASES.get(n.strip(), n.strip()) for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in KNOWN_OBJECTIVES]
+    if unknown:
+        raise UserError(
+            f"unknown objective {unknown[0]!r}; valid: {', '.join(KNOWN_OBJECTIVES)} "
+            "(aliases: latency, flops)"
+        )
+    if not names or names[0] != "accuracy" or len(names) < 2 or len(set(names)) != len(names):
+        raise UserError("objectives must be 'accuracy' followed by one or more distinct costs")
+    return tuple(names)
+
+
+def parse_duration(text: str) -> float:
+    """'20m' -> 1200.0; accepts s, m, h suffixes and combinations like '1h30m'."""
+    text = text.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+    if not text or parts is None or not any(parts.groups()):
+        raise UserError(f"cannot read duration {text!r}; use e.g. 90s, 20m or 1h30m")
+    h, m, s = (float(p) if p else 0.0 for p in parts.groups())
+    return h * 3600 + m * 60 + s

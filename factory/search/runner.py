@@ -1,0 +1,289 @@
+"""The search run loop: set up, run units, checkpoint after each, write the front.
+
+A unit (a generation, a controller step) is the unit of work that a crash may lose: after
+each one the supernet, optimizer, strategy and random streams are checkpointed atomically.
+Evaluations are committed as they happen, and a resumed run replays the interrupted unit
+from the same checkpointed state, taking the evaluations it already recorded from the
+database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from factory.progress import make_progress
+from factory.search.checkpoint import (
+    flatten_optimizer_state,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_optimizer_state,
+)
+from factory.search.config import SearchConfig
+from factory.search.context import EvalSettings, RunContext
+from factory.search.costs import CostModel
+from factory.search.executor import InProcessExecutor
+from factory.search.pareto import pareto_front, write_outputs
+from factory.search.store import RunStore, check_resume, load_config, save_config
+from factory.spaces import get_space
+from factory.strategies import STRATEGIES
+from factory.strategies.base import Record, Strategy
+from factory.supernet import SupernetTrainConfig, make_optimizer
+from targets import get_target
+from targets.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a call to `run_search` did."""
+
+    run_dir: Path
+    front: list[Record]
+    units_done: int
+    total_units: int
+    evaluations: int
+    stopped: str | None  # None: finished; otherwise why it stopped early
+
+
+def resolve(config: SearchConfig) -> SearchConfig:
+    """The config with the strategy's preset and unit budget resolved into plain values."""
+    cls = STRATEGIES.get(config.strategy)
+    strategy_cfg = cls.Config.preset(config.preset)
+    if config.units is not None:
+        strategy_cfg = with_units(strategy_cfg, config.units)
+    strategy_cfg = with_settings(strategy_cfg, config.strategy_config)
+    get_target(config.target)  # unknown names fail before anything is written
+    space = get_space(config.space)
+    for name in config.init:
+        space.parse(name)
+    if config.cost not in config.objectives:
+        raise UserError(f"--cost {config.cost} must be one of the objectives {config.objectives}")
+    return dataclasses.replace(config, strategy_config=_jsonable(dataclasses.asdict(strategy_cfg)))
+
+
+def with_units(strategy_cfg: Any, units: int) -> Any:
+    """The strategy config with its number of units set (`--generations` / `--steps`)."""
+    if units < 1:
+        raise UserError("the number of generations/steps must be >= 1")
+    names = {f.name for f in dataclasses.fields(strategy_cfg)}
+    if "generations" in names:
+        return dataclasses.replace(strategy_cfg, generations=units)
+    if {"n_warm", "n_slow", "n_fast"} <= names:  # keep the paper's 1:1:4 phase proportions
+        warm = slow = max(1, round(units / 6))
+        return dataclasses.replace(
+            strategy_cfg, n_warm=warm, n_slow=slow, n_fast=max(1, units - warm - slow)
+        )
+    if "steps" in names:
+        return dataclasses.replace(strategy_cfg, steps=units)
+    raise UserError(f"strategy config {type(strategy_cfg).__name__} has no unit budget")
+
+
+def with_settings(strategy_cfg: Any, settings: dict[str, Any]) -> Any:
+    """The strategy config with `--set KEY=VALUE` overrides; unknown keys list valid ones."""
+    fields = {f.name: f for f in dataclasses.fields(strategy_cfg)}
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise UserError(
+            f"unknown setting {unknown[0]!r} for {type(strategy_cfg).__name__}; "
+            f"valid: {', '.join(sorted(fields))}"
+        )
+    values = _tuples(type(strategy_cfg), dict(settings))
+    try:
+        return dataclasses.replace(strategy_cfg, **values)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"invalid strategy setting: {exc}") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _Run:
+    """The objects of one run, built from its config."""
+
+    def __init__(self, config: SearchConfig, run_dir: Path, store: RunStore) -> None:
+        from factory.data import load_dataset
+
+        self.config, self.run_dir, self.store = config, run_dir, store
+        self.target = get_target(config.target)
+        self.data = load_dataset(
+            config.dataset,
+            root=Path(config.data_root) if config.data_root else None,
+            seed=config.seed,
+            limit_train=config.train_size,
+        )
+        self.space = get_space(config.space, self.data.info.input_spec())
+        cls = STRATEGIES.get(config.strategy)
+        strategy_cfg = cls.Config(**_tuples(cls.Config, config.strategy_config))
+        torch.manual_seed(config.seed)  # supernet initialisation
+        self.supernet = self.space.supernet()
+        # B architectures per batch (CARS eq. 3) where the strategy has that setting
+        archs = int(getattr(strategy_cfg, "archs_per_batch", 1))
+        lr = float(getattr(strategy_cfg, "child_lr", config.lr))  # the controller's child lr
+        self.train_cfg = SupernetTrainConfig(lr=lr, archs_per_batch=archs)
+        self.optimizer = make_optimizer(self.supernet, self.train_cfg)
+        init = [self.space.parse(name) for name in config.init]
+        self.strategy: Strategy = cls(self.space, strategy_cfg, init)
+        costs = CostModel(self.space, self.target, config.objectives[1:], config.latency_mode)
+        self.ctx = RunContext(
+            space=self.space,
+            supernet=self.supernet,
+            optimizer=self.optimizer,
+            train_cfg=self.train_cfg,
+            data=self.data,
+            settings=EvalSettings(
+                batch_size=config.batch_size,
+                calib_steps=config.calib_steps,
+                val_size=config.val_size,
+            ),
+            costs=costs,
+            store=store,
+            executor=InProcessExecutor(),
+            rng=np.random.default_rng(config.seed),
+            torch_gen=torch.Generator().manual_seed(config.seed),
+            objectives=config.objectives,
+            cost=config.cost,
+            f_range=(config.f_min, config.f_max),
+        )
+
+    def checkpoint(self, unit: int) -> None:
+        state = self.strategy.state_dict()
+        strategy_tensors = state.pop("tensors", {})
+        opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
+        tensors = {
+            "supernet": self.supernet.state_dict(),
+            "optimizer": opt_tensors,
+            "strategy": strategy_tensors,
+            "rng": {"torch": self.ctx.torch_gen.get_state()},
+        }
+        if self.ctx.previous is not None:
+            tensors["previous"] = self.ctx.previous.state_dict()
+        save_checkpoint(
+            self.run_dir,
+            unit,
+            tensors,
+            {
+                "strategy": state,
+                "optimizer": opt_meta,
+                "numpy_rng": self.ctx.rng.bit_generator.state,
+                "elapsed_s": self.ctx.elapsed(),
+                "f_range": list(self.ctx.f_range),
+            },
+        )
+
+    def restore(self) -> int:
+        """Load the last checkpoint; returns the first unit still to run."""
+        ckpt = load_checkpoint(self.run_dir)
+        records = self.store.records()
+        for r in records:  # the same architecture keeps the same measured costs
+            costs = {k: v for k, v in r.objectives.items() if k != "accuracy"}
+            self.ctx.costs.seed(r.arch_id, costs, r.extra.get("latency_how"))
+        if ckpt is None:
+            start = 0
+        else:
+            self.supernet.load_state_dict(ckpt.tensors["supernet"])
+            self.optimizer.load_state_dict(
+                unflatten_optimizer_state(ckpt.tensors["optimizer"], ckpt.state["optimizer"])
+            )
+            state = dict(ckpt.state["strategy"])
+            state["tensors"] = ckpt.tensors.get("strategy", {})
+            self.strategy.load_state_dict(state)
+            self.ctx.torch_gen.set_state(ckpt.tensors["rng"]["torch"])
+            self.ctx.rng.bit_generator.state = ckpt.state["numpy_rng"]
+            self.ctx.elapsed_offset = float(ckpt.state["elapsed_s"])
+            self.ctx.f_range = tuple(ckpt.state["f_range"])  # type: ignore[assignment]
+            if "previous" in ckpt.tensors:
+                self.ctx.snapshot_weights()
+                assert self.ctx.previous is not None
+                self.ctx.previous.load_state_dict(ckpt.tensors["previous"])
+            start = ckpt.unit + 1
+        self.ctx.replay = {(r.arch_id, r.phase, r.step): r for r in records if r.step >= start}
+        return start
+
+    def references(self) -> dict[str, Record]:
+        """The manual architectures scored with the final weights (not recorded)."""
+        manual = self.space.manual()
+        done = self.ctx.evaluate(list(manual.values()), "reference", -1, record=False)
+        return dict(zip(manual, done, strict=True))
+
+
+def _tuples(config_cls: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """JSON lists back to tuples where the config field is a tuple."""
+    out = dict(values)
+    for f in dataclasses.fields(config_cls):
+        if f.name in out and isinstance(out[f.name], list):
+            out[f.name] = tuple(out[f.name])
+    return out
+
+
+def run_search(
+    config: SearchConfig, run_dir: Path, resume: bool = False, quiet: bool = False
+) -> RunResult:
+    """Run (or continue) a search in `run_dir` and write its front."""
+    config = resolve(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_resume(run_dir, config.to_dict())
+    elif (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
+    else:
+        save_config(run_dir, config.to_dict())
+    with RunStore(run_dir) as store:
+        run = _Run(config, run_dir, store)
+        start = run.restore() if resume else 0
+        return _loop(run, start, quiet)
+
+
+def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
+    total = run.strategy.total_units()
+    budget = run.config.time_budget_s
+    stopped: str | None = None
+    unit = start
+    with make_progress(disable=quiet) as progress:
+        run.ctx.progress = progress
+        task = progress.add_task(
+            f"{run.config.strategy} on {run.config.space}", total=total, completed=start, status=""
+        )
+        try:
+            while unit < total:
+                if budget is not None and run.ctx.elapsed() >= budget:
+                    stopped = f"time budget of {budget:.0f} s reached"
+                    break
+                run.strategy.run_unit(run.ctx, unit)
+                run.checkpoint(unit)
+                unit += 1
+                front = pareto_front(run.store.records(), run.config.objectives)
+                progress.update(task, advance=1, status=f"front {len(front)}")
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+        run.ctx.progress = None
+    refs = run.references() if stopped != "interrupted" else {}
+    records = run.store.records()
+    meta = {
+        "space": run.config.space,
+        "strategy": run.config.strategy,
+        "target": run.config.target,
+        "units_done": unit,
+        "total_units": total,
+        "stopped": stopped,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    front = write_outputs(run.run_dir, records, run.config.objectives, run.space.format, refs, meta)
+    return RunResult(run.run_dir, front, unit, total, len(records), stopped)
+
+
+def load_run_config(run_dir: Path) -> SearchConfig:
+    """The saved config of a run directory (for `--resume` and `factory report`)."""
+    if not (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    return SearchConfig.from_dict(load_config(run_dir))

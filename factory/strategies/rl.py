@@ -1,0 +1,288 @@
+"""`cycle-annealing` (CANAS) and `mnas`: one LSTM-controller search with two rewards.
+
+A unit is one controller step: (1) train the shared weights for `child_epochs_per_step`
+with one controller-sampled path per batch, (2) sample N genotypes and evaluate them (every
+sample is recorded), (3) one REINFORCE step on −Σ (R − b)·log p, where R is the reward plus
+0.1 × the path's entropy and b a moving-average baseline. The two strategies differ only
+in the reward: CANAS's Acc·exp(−|cost − F|/(λδ)) on the warm / slow / fast-anneal schedule
+(`annealing.py`), or MnasNet's Acc·(cost/T)^w on a flat schedule.
+
+Baseline (*our choice*): the reward is non-stationary (F moves every step), so the decay
+defaults to 0.9 (≈10 steps of memory) instead of ENAS's 0.99, and the baseline restarts —
+from the next batch's mean — when the phase changes (δ changes) or when F has moved more
+than `baseline_reset_fraction` of [F_min, F_max] since the last restart.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from factory.spaces.base import Genotype, SearchSpace
+from factory.strategies.annealing import cas_reward, cas_schedule, check_schedule
+from factory.strategies.base import SearchContext, Strategy
+from factory.strategies.controller import (
+    Baseline,
+    Controller,
+    UpdateStats,
+    make_optimizer,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    reinforce_update,
+)
+from factory.strategies.registry import STRATEGIES
+from targets.errors import UserError
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Hyper-parameters of the controller searches; defaults are the quick preset."""
+
+    n_warm: int = 5  # N_warm controller steps (CANAS)
+    n_slow: int = 5  # N_slow
+    n_fast: int = 10  # N_fast; `mnas` runs n_warm + n_slow + n_fast flat steps
+    period: int = 5  # T, steps per F cycle
+    alpha: float = 2.0  # δ_anneal = (F_max − F_min)/(2α)
+    lambda0: float = 0.9  # fast anneal: λ = λ0^ceil(s/T); our choice (the paper gives none)
+    samples_per_step: int = 4  # N models sampled, evaluated and used per controller update
+    child_epochs_per_step: float = 0.1  # shared-weight epochs per step (controller paths)
+    child_lr: float = 0.05  # SGD lr of the shared weights; read by the run loop, not here
+    controller_lr: float = 1e-3
+    hidden: int = 64
+    tanh_constant: float = 1.5
+    entropy_weight: float = 0.1
+    baseline_decay: float = 0.9
+    baseline_reset_fraction: float = 0.25  # restart b when F moved this share of the range
+    mnas_target: float | None = None  # T of the MnasNet reward; None: middle of cost_range()
+    mnas_alpha: float = -0.07  # w when cost <= T (soft constraint: α = β = −0.07)
+    mnas_beta: float = -0.07  # w when cost > T (hard constraint: α = 0, β = −1)
+    # --init warm start: cross-entropy steps towards the manual genotypes. Measured on the
+    # shufflenet space: the manual layer choices go from 1/8 to ~0.29 each, raw logits ~1.2,
+    # so tanh is not saturated and REINFORCE can still move away from them.
+    init_steps: int = 20
+    init_lr: float = 0.005
+
+    def __post_init__(self) -> None:
+        check_schedule(self)
+        if self.total_steps < 1:
+            raise UserError("controller search needs at least one step")
+        if self.samples_per_step < 1 or self.hidden < 1:
+            raise UserError("samples per step and hidden size must be at least 1")
+        if self.child_epochs_per_step < 0 or self.init_steps < 0:
+            raise UserError("child epochs per step and init steps must be >= 0")
+        if min(self.controller_lr, self.init_lr, self.child_lr, self.tanh_constant) <= 0:
+            raise UserError("learning rates and the tanh constant must be > 0")
+        if not 0 <= self.baseline_decay < 1:
+            raise UserError(f"baseline decay must be in [0, 1), got {self.baseline_decay}")
+        if self.mnas_target is not None and self.mnas_target <= 0:
+            raise UserError(f"MnasNet target cost must be > 0, got {self.mnas_target}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.n_warm + self.n_slow + self.n_fast
+
+    @classmethod
+    def preset(cls, name: str) -> RLConfig:
+        """ "quick" (minutes on a 2-core CPU, Fashion-MNIST subset) or "paper" (CANAS)."""
+        if name not in _PRESETS:
+            raise UserError(f"unknown preset {name!r}; valid: {', '.join(sorted(_PRESETS))}")
+        return cls(**_PRESETS[name])
+
+
+# CANAS: 50 warm + 50 slow + 200 fast steps, T = 50, α = 2, N = 10, Adam 1e-3, child SGD 0.05;
+# one child epoch per controller step (ENAS's alternation).
+_PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {},
+    "paper": dict(
+        n_warm=50, n_slow=50, n_fast=200, period=50, samples_per_step=10, child_epochs_per_step=1.0
+    ),
+}
+
+
+def mnas_reward(acc: float, cost: float, target: float, alpha: float, beta: float) -> float:
+    """MnasNet: Acc · (cost/T)^w with w = α if cost ≤ T else β (soft: α = β = −0.07)."""
+    if cost <= 0 or target <= 0:
+        raise ValueError(f"MnasNet reward needs positive cost and target, got {cost}, {target}")
+    w = alpha if cost <= target else beta
+    return acc * (cost / target) ** w
+
+
+RewardFn = Callable[[float, float], float]  # (accuracy, cost) -> reward
+
+
+@dataclass(frozen=True)
+class RewardAt:
+    """The reward at one step: the phase name it is recorded under, the function, and where
+    its target sits in [0, 1] of the cost range (a big move restarts the baseline)."""
+
+    phase: str
+    fn: RewardFn
+    anchor: float
+
+
+class ControllerSearch(Strategy):
+    """The shared loop; subclasses resolve their cost constants and give the reward."""
+
+    Config: ClassVar[type[RLConfig]] = RLConfig
+
+    def __init__(
+        self, space: SearchSpace, config: RLConfig | None = None, init: Sequence[Genotype] = ()
+    ) -> None:
+        self.space = space
+        self.config = config if config is not None else RLConfig()
+        self.init = tuple(space.validate(g) for g in init)
+        self.controller: Controller | None = None  # built by the first unit, from ctx.rng
+        self.optimizer: torch.optim.Adam | None = None
+        self.baseline = Baseline(self.config.baseline_decay)
+        self.baseline_ref: tuple[str, float] | None = None  # (phase, anchor) at last restart
+        self.resolved: dict[str, float] = {}  # cost constants fixed at the first unit
+        self.next_unit = 0
+        self.last: UpdateStats | None = None
+
+    def total_units(self) -> int:
+        return self.config.total_steps
+
+    @abstractmethod
+    def _resolve(self, ctx: SearchContext) -> dict[str, float]:
+        """Cost constants (F_min/F_max or the target), fixed once per run."""
+
+    @abstractmethod
+    def _reward_at(self, unit: int) -> RewardAt: ...
+
+    def run_unit(self, ctx: SearchContext, unit: int) -> None:
+        if unit != self.next_unit:
+            raise ValueError(f"{self.name}: expected unit {self.next_unit}, got {unit}")
+        if self.controller is None:
+            self._start(ctx)
+        cfg, reward = self.config, self._reward_at(unit)
+        if cfg.child_epochs_per_step > 0:
+            ctx.train_supernet(self._sample_path, cfg.child_epochs_per_step)
+        batch = self._sample(cfg.samples_per_step, ctx.rng)
+        records = ctx.evaluate(batch, phase=reward.phase, step=unit)
+        rewards = [reward.fn(r.value("accuracy"), r.value(ctx.cost)) for r in records]
+        self._maybe_restart_baseline(reward)
+        assert self.controller is not None and self.optimizer is not None
+        self.last = reinforce_update(
+            self.controller, self.optimizer, batch, rewards, self.baseline, cfg.entropy_weight
+        )
+        self.next_unit = unit + 1
+
+    def _start(self, ctx: SearchContext) -> None:
+        cfg = self.config
+        self.resolved = self._resolve(ctx)
+        self.controller = self._new_controller(int(ctx.rng.integers(MAX_SEED)))
+        if self.init:
+            self.controller.bias_towards(self.init, cfg.init_steps, cfg.init_lr)
+        self.optimizer = make_optimizer(self.controller, cfg.controller_lr)
+
+    def _new_controller(self, seed: int) -> Controller:
+        gen = torch.Generator().manual_seed(seed)
+        cfg = self.config
+        return Controller(self.space.choices(), gen, cfg.hidden, cfg.tanh_constant)
+
+    def _sample(self, n: int, rng: np.random.Generator) -> list[Genotype]:
+        assert self.controller is not None
+        gen = torch.Generator().manual_seed(int(rng.integers(MAX_SEED)))
+        with torch.no_grad():
+            return self.controller.sample(n, gen).genotypes
+
+    def _sample_path(self, rng: np.random.Generator) -> Genotype:
+        """One training path per batch, drawn from the controller with the context's rng."""
+        return self._sample(1, rng)[0]
+
+    def _maybe_restart_baseline(self, reward: RewardAt) -> None:
+        ref = self.baseline_ref
+        moved = (
+            ref is not None and abs(reward.anchor - ref[1]) > self.config.baseline_reset_fraction
+        )
+        if ref is None or ref[0] != reward.phase or moved:
+            self.baseline.value = None
+            self.baseline_ref = (reward.phase, reward.anchor)
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "next_unit": self.next_unit,
+            "resolved": dict(self.resolved),
+            "baseline": self.baseline.value,
+            "baseline_ref": list(self.baseline_ref) if self.baseline_ref else None,
+            "started": self.controller is not None,
+            "tensors": {},
+        }
+        if self.controller is not None and self.optimizer is not None:
+            meta, optim = optimizer_to_flat(self.optimizer)
+            weights = {
+                f"controller.{k}": v.detach().clone()
+                for k, v in self.controller.state_dict().items()
+            }
+            state["optimizer"] = meta
+            state["tensors"] = {**weights, **optim}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next_unit = int(state["next_unit"])
+        self.resolved = {k: float(v) for k, v in state["resolved"].items()}
+        self.baseline = Baseline(self.config.baseline_decay, state["baseline"])
+        ref = state["baseline_ref"]
+        self.baseline_ref = (str(ref[0]), float(ref[1])) if ref else None
+        self.controller = self.optimizer = None
+        if not state["started"]:
+            return
+        tensors = state["tensors"]
+        self.controller = self._new_controller(0)
+        prefix = "controller."
+        weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        self.controller.load_state_dict(weights, strict=True)
+        self.optimizer = make_optimizer(self.controller, self.config.controller_lr)
+        optimizer_from_flat(self.optimizer, state["optimizer"], tensors)
+
+
+@STRATEGIES.decorator("cycle-annealing")
+class CycleAnnealing(ControllerSearch):
+    """CANAS: the target cost F sweeps [F_min, F_max] so the records cover the whole front."""
+
+    name = "cycle-annealing"
+
+    def _resolve(self, ctx: SearchContext) -> dict[str, float]:
+        f_min, f_max = (float(x) for x in ctx.cost_range())
+        if not f_max > f_min:
+            raise UserError(f"cycle annealing needs F_max > F_min, got [{f_min}, {f_max}]")
+        return {"f_min": f_min, "f_max": f_max}
+
+    def _reward_at(self, unit: int) -> RewardAt:
+        f_min, f_max = self.resolved["f_min"], self.resolved["f_max"]
+        phase, target, lam, delta = cas_schedule(unit, self.config, f_min, f_max)
+
+        def fn(acc: float, cost: float) -> float:
+            return cas_reward(acc, cost, target, lam, delta)
+
+        return RewardAt(phase, fn, (target - f_min) / (f_max - f_min))
+
+
+@STRATEGIES.decorator("mnas")
+class MnasSearch(ControllerSearch):
+    """MnasNet's scalarised reward Acc·(cost/T)^w on a flat schedule (the baseline)."""
+
+    name = "mnas"
+
+    def _resolve(self, ctx: SearchContext) -> dict[str, float]:
+        target = self.config.mnas_target
+        if target is None:
+            f_min, f_max = ctx.cost_range()
+            target = (float(f_min) + float(f_max)) / 2
+        return {"target": float(target)}
+
+    def _reward_at(self, unit: int) -> RewardAt:
+        target, cfg = self.resolved["target"], self.config
+
+        def fn(acc: float, cost: float) -> float:
+            return mnas_reward(acc, cost, target, cfg.mnas_alpha, cfg.mnas_beta)
+
+        return RewardAt("mnas", fn, 0.0)
