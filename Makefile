@@ -28,10 +28,8 @@ data: $(BIN)/factory
 demo: setup
 	$(BIN)/factory --version
 	$(BIN)/factory targets
-	$(BIN)/factory spaces
-	$(BIN)/factory spaces show mobilenet --sample 3 --seed 0
-	$(BIN)/factory spaces show shufflenet
-	$(BIN)/factory spaces show vgg
+	$(BIN)/factory spaces show shufflenet -g shufflenet_g3
+	$(BIN)/factory search
 
 lint: $(BIN)/factory
 	$(BIN)/ruff check .
@@ -42,3 +40,7 @@ test: setup lint
 
 bench: setup
 	$(BIN)/python bench/supernet_throughput.py
+	$(BIN)/python bench/onnx_exporters.py
+	$(BIN)/python bench/profiler_fidelity.py
+	$(BIN)/python bench/lut_accuracy.py
+	$(BIN)/python bench/strategies.py

@@ -82,6 +82,7 @@ def score(space, archs, predicted, runs, statistic) -> dict:
         "floor_tau": floor.kendall_tau,
         "spread": spread,
         "range": (min(measured), max(measured)),
+        "rows": rep.rows,  # kept in --raw for diagnosis
     }
 
 
@@ -108,6 +109,10 @@ def run_space(name: str, args: argparse.Namespace, target: Target) -> dict:
             "n": len(archs),
             "filled": filled,
             **{s: score(space, archs, predicted[s], runs, s) for s in lut.STATISTICS},
+            "ablation": {
+                model: score(space, archs, values, runs, "min")
+                for model, values in ablation(table, archs).items()
+            },
         }
         print(f"[{name}] {sampling}: {sets[sampling]}", flush=True)
     return {
@@ -115,6 +120,19 @@ def run_space(name: str, args: argparse.Namespace, target: Target) -> dict:
         "build_s": build_s,
         "sets": sets,
         "seconds": time.perf_counter() - start,
+    }
+
+
+def ablation(table: lut.LatencyTable, archs: list[Genotype]) -> dict[str, list[float]]:
+    """Min-latency predictions of simpler models, from the same blocks and calibration."""
+    sums = [table.block_sum(g) for g in archs]
+    xs = np.array([c["sum"]["min_ms"] for c in table.calibration])
+    ys = np.array([c["measured"]["min_ms"] for c in table.calibration])
+    a, b = lut._relative_lstsq(np.column_stack([xs, np.ones_like(xs)]), ys)
+    return {
+        "sum": [s["min_ms"] + table.overhead.min_ms for s in sums],
+        "linear": [a * s["min_ms"] + b for s in sums],
+        "table": [table.predict(g, "min") for g in archs],
     }
 
 
@@ -153,6 +171,23 @@ def write_markdown(results: dict, args: dict, meta: dict) -> str:
                     f"{r['max']:.1f} | {r['tau']:.3f} | {r['floor_mape']:.1f} | "
                     f"{r['floor_tau']:.3f} | {r['spread']:.1f} % |"
                 )
+    lines += [
+        "",
+        "## Which model (min latency)",
+        "",
+        "MAPE % / τ of three predictors from the same block times: the plain sum of blocks "
+        "plus one call overhead; a·Σ + b fitted on the calibration architectures; the "
+        "table's model a·Σ + c·Mparams + b (the c term kept only when it predicts left-out "
+        "calibration architectures better).",
+        "",
+        "| space | set | Σ blocks + overhead | a·Σ + b | a·Σ + c·Mparams + b |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, res in results.items():
+        for sampling, s in res["sets"].items():
+            cells = [f"{s['ablation'][m]['mape']:.1f} / {s['ablation'][m]['tau']:.3f}"
+                     for m in ("sum", "linear", "table")]  # fmt: skip
+            lines.append(f"| {name} | {sampling} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Tables",

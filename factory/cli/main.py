@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 
 from factory import __version__
-from factory.cli import agent_cmd, report_cmd, search_cmd, spaces_cmd, targets_cmd
+from factory.cli import (
+    agent_cmd,
+    profile_cmd,
+    report_cmd,
+    search_cmd,
+    spaces_cmd,
+    targets_cmd,
+)
 from factory.cli.errors import UserErrorGroup
 
 app = typer.Typer(
@@ -20,6 +27,7 @@ app.add_typer(targets_cmd.app, name="targets")
 app.add_typer(spaces_cmd.app, name="spaces")
 app.command("search")(search_cmd.search)
 app.command("report")(report_cmd.report)
+app.add_typer(profile_cmd.app, name="profile")
 app.command("agent")(agent_cmd.agent)
 
 

@@ -1,0 +1,467 @@
+"""`factory profile`: one model's MACs, params and measured latency on a target, and the
+latency lookup tables (`factory profile lut build|validate`).
+
+`profile` is a group whose first token, when it is no subcommand, goes to the hidden `model`
+command, so `factory profile mobilenet:mobilenet_v2` and `factory profile lut build` both work.
+torch is imported inside the commands, so `factory agent` starts on a device without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import targets
+from factory.cli.errors import UserErrorGroup
+from targets.errors import UserError
+
+if TYPE_CHECKING:
+    import onnx
+
+    from profilers.lut import LutSettings
+    from profilers.measurement import Measurement
+
+MODEL_COMMAND = "model"
+TORCHVISION_SHAPE = (1, 3, 224, 224)
+SPACE_SHAPE = (1, 28, 28)
+# ONNX ops that do multiply-adds we do not count; reported, never counted as 0
+_UNCOUNTED_ONNX_OPS = frozenset(
+    {
+        *("LSTM", "GRU", "RNN", "Einsum", "Attention", "MultiHeadAttention", "DeformConv"),
+        *("QLinearMatMul", "QLinearConv", "ConvInteger", "MatMulInteger"),  # quantized
+    }
+)
+
+
+class ProfileGroup(UserErrorGroup):
+    """Routes `factory profile MODEL ...` (a first token that is no subcommand) to `model`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [MODEL_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=ProfileGroup,
+    no_args_is_help=True,
+    help=(
+        "Measure a model on a target, or build and check latency lookup tables.\n\n"
+        "factory profile MODEL --target T [--json]: MACs, params and latency statistics of "
+        "MODEL, which is a .onnx file, torchvision:NAME (e.g. torchvision:mobilenet_v3_small) "
+        "or SPACE:GENOTYPE (e.g. mobilenet:mobilenet_v2). See `factory profile MODEL --help`.\n\n"
+        "factory profile lut build|validate --space S --target T: latency lookup tables."
+    ),
+)
+lut_app = typer.Typer(
+    no_args_is_help=True, help="Latency lookup tables: per space and target, with their error."
+)
+app.add_typer(lut_app, name="lut")
+
+TargetOpt = Annotated[
+    str, typer.Option("--target", "-t", help="Target name or alias (see `factory targets`).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def console() -> Console:
+    return Console()
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1x28x28' or '1x3x224x224' -> ints; the batch is 1 when only C×H×W is given."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) not in (3, 4) or min(dims) < 1:
+        raise UserError(f"input shape must look like CxHxW or NxCxHxW, e.g. 1x28x28, not {text!r}")
+    return dims if len(dims) == 4 else (1, *dims)
+
+
+# ---- factory profile MODEL --------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """What gets timed, and its costs; `macs` None where they cannot be counted."""
+
+    onnx: bytes | Path
+    input_shape: tuple[int, ...] | None  # None: the model's own, dynamic dims from the target
+    macs: int | None
+    params: int
+    note: str | None = None
+
+
+@app.command(MODEL_COMMAND, hidden=True)
+def profile_model(
+    model: Annotated[
+        str, typer.Argument(help="A .onnx file, torchvision:NAME, or SPACE:GENOTYPE.")
+    ],
+    target: TargetOpt = targets.DEFAULT_TARGET,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(
+            help="Input CxHxW or NxCxHxW. Default: 1x3x224x224 for torchvision, 1x28x28 for "
+            "a space, the model's own (dynamic dims from the target) for ONNX."
+        ),
+    ] = None,
+    classes: Annotated[int, typer.Option(min=2, help="Classes of a SPACE:GENOTYPE model.")] = 10,
+    warmup_ms: Annotated[float, typer.Option(min=0, help="Warm-up time, ms.")] = 200.0,
+    min_duration_ms: Annotated[float, typer.Option(min=0, help="Minimum timed ms.")] = 1000.0,
+    min_iters: Annotated[int, typer.Option(min=1, help="Minimum timed runs.")] = 10,
+    per_op: Annotated[bool, typer.Option(help="Also print time per op type.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure MODEL on a target: MACs, params and latency statistics (median, p90, p99, CV).
+
+    MODEL is a .onnx file, torchvision:NAME (weights=None) or SPACE:GENOTYPE, where GENOTYPE
+    is '-'-joined choice indices or a manual architecture's name (e.g. mobilenet:mobilenet_v2).
+    For ONNX files MACs are counted from the graph (Conv, ConvTranspose, Gemm, MatMul).
+    """
+    from profilers.base import ProfileSettings
+    from profilers.remote import profiler_for
+
+    chosen = targets.get_target(target)
+    settings = ProfileSettings(warmup_ms, min_duration_ms, min_iters, per_op=per_op)
+    loaded = load_model(model, input_shape, classes)
+    m = profiler_for(chosen).profile(loaded.onnx, chosen, loaded.input_shape, settings)
+    if loaded.macs is None:  # an ONNX file: counted from its graph at the timed shape
+        loaded.macs, loaded.note = onnx_macs(_read_onnx(loaded.onnx), m.input_shape)
+    result = profile_result(model, loaded, m)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _print_result(result)
+
+
+def load_model(text: str, shape_text: str | None, classes: int) -> LoadedModel:
+    """The ONNX to time and its costs, from a MODEL argument."""
+    shape = parse_shape(shape_text) if shape_text else None
+    if text.lower().endswith(".onnx") or (":" not in text and Path(text).exists()):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise UserError(f"ONNX model not found: {path}")
+        return LoadedModel(path, shape, None, _onnx_params(_read_onnx(path)))
+    kind, sep, name = text.partition(":")
+    if not sep or not name:
+        raise UserError(
+            f"cannot read MODEL {text!r}: give a .onnx file, torchvision:NAME or SPACE:GENOTYPE"
+        )
+    if kind == "torchvision":
+        return _torch_model(_torchvision(name), shape or TORCHVISION_SHAPE)
+    from factory.spaces import InputSpec, get_space
+
+    n, c, h, w = shape or (1, *SPACE_SHAPE)
+    space = get_space(kind, InputSpec(channels=c, height=h, width=w, num_classes=classes))
+    return _torch_model(space.build(space.parse(name)), (n, c, h, w))
+
+
+def _torchvision(name: str) -> Any:
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)  # classifiers
+    if name not in names:
+        raise UserError(f"unknown torchvision model {name!r}; valid: {', '.join(sorted(names))}")
+    return torchvision.models.get_model(name, weights=None)
+
+
+def _torch_model(model: Any, shape: tuple[int, ...]) -> LoadedModel:
+    from exporters.onnx_export import export_onnx
+    from profilers.flops import count_costs
+
+    model.eval()
+    costs = count_costs(model, shape)
+    note = None if costs.complete else f"not counted: {', '.join(costs.unsupported_ops)}"
+    return LoadedModel(export_onnx(model, shape).data, shape, costs.macs, costs.params, note)
+
+
+def _read_onnx(model: bytes | Path) -> onnx.ModelProto:
+    import onnx
+
+    try:
+        if isinstance(model, Path):
+            return onnx.load_model(str(model), load_external_data=False)
+        return onnx.load_model_from_string(model)
+    except Exception as exc:  # protobuf's DecodeError and OS errors
+        where = model if isinstance(model, Path) else "(in memory)"
+        raise UserError(
+            f"cannot read ONNX model {where}: {str(exc) or type(exc).__name__}"
+        ) from exc
+
+
+def _onnx_params(proto: onnx.ModelProto) -> int:
+    """Parameters: elements of every initializer (weights, biases, BN statistics)."""
+    return sum(math.prod(t.dims) for t in proto.graph.initializer)
+
+
+def onnx_macs(
+    proto: onnx.ModelProto, input_shape: tuple[int, ...]
+) -> tuple[int | None, str | None]:
+    """MACs (1 multiply-add = 1) of Conv, ConvTranspose, Gemm and MatMul nodes, from ONNX
+    shape inference at `input_shape`; ops whose MACs cannot be counted are named in the note."""
+    import onnx
+
+    weights = {t.name for t in proto.graph.initializer}
+    first = next((i for i in proto.graph.input if i.name not in weights), None)
+    if first is None:
+        return None, "MACs not counted: the ONNX graph has no input"
+    dims = first.type.tensor_type.shape.dim
+    if len(dims) == len(input_shape):
+        for dim, size in zip(dims, input_shape, strict=True):
+            dim.Clear()
+            dim.dim_value = size
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as exc:  # the checker's own error types
+        return None, f"MACs not counted: ONNX shape inference failed ({exc})"
+    shapes = {t.name: list(t.dims) for t in inferred.graph.initializer}
+    for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = info.type.tensor_type.shape.dim
+        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    macs, uncounted = 0, set()
+    for node in inferred.graph.node:
+        count = _node_macs(node, shapes)
+        if count is None:
+            uncounted.add(node.op_type)
+        else:
+            macs += count
+    return macs, (f"not counted: {', '.join(sorted(uncounted))}" if uncounted else None)
+
+
+def _node_macs(node: Any, shapes: dict[str, list[int | None]]) -> int | None:
+    """MACs of one node; 0 for ops without multiply-adds; None when they cannot be counted."""
+    op = node.op_type
+    if op in _UNCOUNTED_ONNX_OPS:
+        return None
+    if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        return 0
+    a, w, out = (shapes.get(n) for n in (node.input[0], node.input[1], node.output[0]))
+    if not a or not w or not out or None in (*a, *w, *out):
+        return None
+    if op == "Conv":  # N·Hout·Wout · Cout·Cin/g·kh·kw
+        return math.prod(out[:1] + out[2:]) * math.prod(w)
+    if op == "ConvTranspose":  # every input position scatters Cout/g·kh·kw per input channel
+        return math.prod(a[:1] + a[2:]) * math.prod(w)
+    if op == "Gemm":
+        trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
+        return math.prod(out) * (a[0] if trans_a else a[-1])
+    return math.prod(out) * a[-1]  # MatMul: each output sums over A's last dim
+
+
+def profile_result(model: str, loaded: LoadedModel, m: Measurement) -> dict[str, Any]:
+    """The `--json` object: costs, latency statistics and how they were obtained."""
+    data = m.to_dict()
+    return {
+        "model": model,
+        "macs": loaded.macs,
+        "params": loaded.params,
+        "macs_note": loaded.note,
+        **{k: data[k] for k in ("target", "runtime", "runtime_version", "provider")},
+        **{k: data[k] for k in ("precision", "threads", "input_shape", "latency_ms")},
+        "unstable": m.unstable,
+        "warmup_ms": m.warmup_ms,
+        "how": m.how,
+        "per_op_ms": m.per_op_ms,
+        "device": m.device,
+    }
+
+
+def _print_result(r: dict[str, Any]) -> None:
+    out = console()
+    macs = "n/a" if r["macs"] is None else f"{r['macs'] / 1e6:,.2f} M"
+    out.print(
+        f"[bold]{r['model']}[/] on {r['target']} ({r['runtime']} {r['runtime_version']}, "
+        f"{r['provider']}, {r['precision']}, threads {r['threads']}), input "
+        f"{'x'.join(map(str, r['input_shape']))}"
+    )
+    out.print(f"MACs (1 multiply-add = 1, BatchNorm excluded): {macs}   params: {r['params']:,}")
+    if r["macs_note"]:
+        out.print(f"[yellow]{r['macs_note']}[/]")
+    stats = r["latency_ms"]
+    table = Table(title=f"latency, ms ({r['how']}, {stats['n']} runs)")
+    names = ("min", "mean", "median", "p90", "p95", "p99", "std")
+    for name in (*names, "cv"):
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{stats[k]:.4g}" for k in names), f"{stats['cv'] * 100:.1f}%")
+    out.print(table)
+    if r["unstable"]:
+        out.print("[yellow]unstable: CV above 2.5 %; compare models only in paired runs[/]")
+    if r["per_op_ms"]:
+        ops = Table("op type", "ms per run", "share", title="per op type")
+        total = sum(r["per_op_ms"].values()) or 1.0
+        for op, ms in r["per_op_ms"].items():
+            ops.add_row(op, f"{ms:.4f}", f"{ms / total * 100:.1f}%")
+        out.print(ops)
+
+
+# ---- factory profile lut build|validate ---------------------------------------------------
+
+SpaceOpt = Annotated[
+    str, typer.Option("--space", "-s", help="Search space (see `factory spaces`).")
+]
+ShapeOpt = Annotated[str, typer.Option(help="Input CxHxW the space adapts to.")]
+ClassesOpt = Annotated[int, typer.Option(min=2, help="Number of output classes.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+class _Bars:
+    """The library's (phase, done, total) callback drawn as one progress bar per phase."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress, self.tasks = progress, {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(phase, total=total, status="")
+        self.progress.update(self.tasks[phase], completed=done, total=total)
+
+
+def _setup(space: str, target: str, input_shape: str, classes: int) -> tuple[Any, Any]:
+    from factory.cli.spaces_cmd import parse_input_shape
+    from profilers.lut import space_for
+
+    return space_for(space, parse_input_shape(input_shape), classes), targets.get_target(target)
+
+
+@lut_app.command("build")
+def lut_build(
+    space: SpaceOpt,
+    target: TargetOpt = targets.DEFAULT_TARGET,
+    input_shape: ShapeOpt = "1x28x28",
+    classes: ClassesOpt = 10,
+    samples: Annotated[
+        int, typer.Option(min=0, help="Random architectures sampled at most for new blocks.")
+    ] = 100,
+    patience: Annotated[
+        int, typer.Option(min=1, help="Stop sampling after this many bring no new block.")
+    ] = 20,
+    max_blocks: Annotated[int, typer.Option(min=1, help="Blocks profiled at most.")] = 2000,
+    calibration: Annotated[
+        int, typer.Option(min=1, help="Random architectures measured end to end for the fit.")
+    ] = 10,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved timing rounds per model.")] = 1,
+    warmup_ms: Annotated[float, typer.Option(min=0, help="Warm-up per model, ms.")] = 100.0,
+    min_duration_ms: Annotated[float, typer.Option(min=0, help="Timed ms per model.")] = 300.0,
+    min_iters: Annotated[int, typer.Option(min=1, help="Timed runs per model at least.")] = 20,
+    statistic: Annotated[
+        str,
+        typer.Option(help="What predictions estimate: min (steady under load) or median."),
+    ] = "min",
+    seed: Annotated[int, typer.Option(help="Seed of the random architectures.")] = 0,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the table exists.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Profile each distinct block of a space on a target once and fit the overhead.
+
+    Blocks: every choice at every position of the space's manual architectures, then random
+    samples until no new block appears. The table is stored in the target's latency-table
+    directory (`factory targets show T`), keyed by space, input shape, classes, precision
+    and runtime version; a table that exists for the same key is reused unless --force.
+    """
+    import numpy as np
+
+    from factory.progress import make_progress
+    from profilers.lut import LutSettings, build_table
+
+    chosen_space, chosen_target = _setup(space, target, input_shape, classes)
+    settings = LutSettings(
+        warmup_ms,
+        min_duration_ms,
+        min_iters,
+        rounds,
+        statistic,
+        calibration,
+        patience,
+        samples,
+        max_blocks,
+    )
+    with make_progress(disable=quiet or as_json) as progress:
+        table = build_table(
+            chosen_space,
+            chosen_target,
+            settings,
+            np.random.default_rng(seed),
+            force=force,
+            progress=_Bars(progress),
+        )
+    summary = {
+        "path": str(table.path),
+        "key": table.key.to_dict(),
+        "blocks": len(table.blocks),
+        "build": table.build,
+        "fit": table.fit,
+        "overhead": table.overhead.to_dict(),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    _print_table_summary(summary, table.settings)
+
+
+def _print_table_summary(summary: dict[str, Any], settings: LutSettings) -> None:
+    build = summary["build"]
+    out = console()
+    out.print(f"latency table: {summary['path']}")
+    complete = (
+        "complete" if build.get("complete") else "incomplete: missing blocks are profiled on demand"
+    )
+    out.print(
+        f"  {summary['blocks']} blocks ({complete}), {build.get('samples')} random "
+        f"samples, built in {build.get('seconds')} s on {build.get('date')}"
+    )
+    for stat, fit in summary["fit"].items():
+        mark = " (used)" if stat == settings.statistic else ""
+        degenerate = ", degenerate fit: a fixed to 1" if fit["degenerate"] else ""
+        out.print(
+            f"  {stat}{mark}: predicted = {fit['a']:.3f} × Σblocks + {fit['b']:.4f} ms"
+            f" (fit on {fit['n']} architectures{degenerate})"
+        )
+
+
+@lut_app.command("validate")
+def lut_validate(
+    space: SpaceOpt,
+    target: TargetOpt = targets.DEFAULT_TARGET,
+    input_shape: ShapeOpt = "1x28x28",
+    classes: ClassesOpt = 10,
+    archs: Annotated[int, typer.Option(min=2, help="Fresh random architectures to check.")] = 50,
+    statistic: Annotated[
+        str | None, typer.Option(help="median or min; default: the table's.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fresh architectures.")] = 1,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a table: predict fresh random architectures, measure them end to end, and
+    report the mean and max error (%) and Kendall's tau of the ranking."""
+    import numpy as np
+
+    from factory.progress import make_progress
+    from profilers.lut import STATISTICS, load_table, validate_table
+
+    if statistic is not None and statistic not in STATISTICS:
+        raise UserError(f"statistic must be one of {', '.join(STATISTICS)}, not {statistic!r}")
+    chosen_space, chosen_target = _setup(space, target, input_shape, classes)
+    table = load_table(chosen_space, chosen_target)
+    with make_progress(disable=quiet or as_json) as progress:
+        rep = validate_table(
+            table, archs, np.random.default_rng(seed), statistic, progress=_Bars(progress)
+        )
+    if as_json:
+        typer.echo(json.dumps({"path": str(table.path), **rep.to_dict()}, indent=2))
+        return
+    console().print(
+        f"{space} on {target}, {rep.statistic} latency, {rep.n} fresh architectures: "
+        f"MAPE {rep.mape_pct:.1f}%, max error {rep.max_error_pct:.1f}%, "
+        f"Kendall tau {rep.kendall_tau:.3f}; {rep.filled_on_demand} blocks profiled on demand"
+    )
