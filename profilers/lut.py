@@ -46,6 +46,7 @@ FORMAT = 1
 STATISTICS = ("median", "min")
 SAMPLINGS = ("uniform", "biased")
 _OVERHEAD = "__per_call_overhead__"
+_PARSIMONY = 0.1  # relative cut of the leave-one-out error that justifies the c term
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
@@ -527,15 +528,15 @@ def fit_overhead(calibration: list[dict[str, Any]], statistic: str) -> dict[str,
     a < 1 where the runtime fuses across blocks (ONNX Runtime keeps its blocked layout
     between convs, so the reorders each block pays alone vanish in a network). The c term
     is the weight traffic a block timed alone never pays: its weights stay in cache across
-    runs, in a network they stream in from memory. The model with or without c that better
-    predicts each left-out calibration arch is kept; with too few points or an implausible
+    runs, in a network they stream in from memory. c is kept only if it cuts the error on
+    left-out calibration archs by `_PARSIMONY` (10 %); with too few points or an implausible
     fit (a outside [0.25, 4], c < 0): a = 1 and b = the median residual ('degenerate').
     """
     xs = np.array([c["sum"][f"{statistic}_ms"] for c in calibration], dtype=float)
     ms = np.array([c["sum"]["mparams"] for c in calibration], dtype=float)
     ys = np.array([c["measured"][f"{statistic}_ms"] for c in calibration], dtype=float)
-    candidates = []
-    for columns in ((xs, ms), (xs,)):
+    candidates = []  # simplest first
+    for columns in ((xs,), (xs, ms)):
         design = np.column_stack([*columns, np.ones_like(xs)])
         coef = _plausible_lstsq(design, ys)
         if coef is not None and len(xs) >= design.shape[1] + 2:
@@ -543,7 +544,10 @@ def fit_overhead(calibration: list[dict[str, Any]], statistic: str) -> dict[str,
     if not candidates:
         shift = float(np.median(ys - xs)) if len(xs) else 0.0
         return _fit(np.array([1.0, shift]), len(xs), None)
-    loo, coef = min(candidates, key=lambda item: item[0])
+    loo, coef = candidates[0]
+    for more_loo, more_coef in candidates[1:]:  # an extra term must earn its keep
+        if more_loo < (1 - _PARSIMONY) * loo:
+            loo, coef = more_loo, more_coef
     return _fit(coef, len(xs), loo)
 
 

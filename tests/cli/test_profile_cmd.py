@@ -5,18 +5,23 @@ factory/cli/main.py mounts it."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import numpy as np
+import onnx
 import pytest
 import typer
+from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from factory.cli import profile_cmd
 from factory.cli.errors import UserErrorGroup
-from tests.profilers.test_agent_subprocess import free_port, tiny_onnx, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "profile-cmd-t0ken"
@@ -33,6 +38,24 @@ def _root() -> None:
 
 
 runner = CliRunner()
+
+
+def tiny_onnx() -> bytes:
+    """Conv3x3, 1 -> 4 channels, no bias, on a (1, 1, 28, 28) input, opset 17."""
+    w = onnx.numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 28, 28])
+    graph = helper.make_graph([conv], "tiny", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +76,7 @@ def profile_json(*args: str) -> dict:
 @pytest.fixture
 def onnx_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.onnx"
-    path.write_bytes(tiny_onnx())  # conv3x3, 1 -> 4 channels, no bias, 1x1x28x28
+    path.write_bytes(tiny_onnx())
     return path
 
 
@@ -170,6 +193,21 @@ def agent_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Poll /health until the agent answers (401: up, wants the token), bounded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"agent exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 401:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"agent not ready after {timeout_s} s:\n{log.read_text()}")
 
 
 def remote_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, token: str) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from scipy.stats import kendalltau
 from torch import nn
 
 from factory.spaces import Block
@@ -153,12 +152,18 @@ def test_fit_recovers_a_line_and_falls_back_when_degenerate() -> None:
 
 
 def test_kendall_tau_b_matches_scipy_with_ties() -> None:
+    kendalltau = pytest.importorskip("scipy.stats").kendalltau  # scipy is optional
     rng = np.random.default_rng(0)
     x = rng.integers(0, 5, 30).astype(float).tolist()
     y = (np.array(x) + rng.normal(0, 1.5, 30)).round().tolist()
     assert math.isclose(lut.kendall_tau_b(x, y), kendalltau(x, y).statistic, rel_tol=1e-12)
+
+
+def test_kendall_tau_b_by_hand() -> None:
     assert lut.kendall_tau_b([1, 2, 3], [3, 2, 1]) == -1.0
-    assert lut.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
+    assert lut.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # one tie in x: 5 untied pairs in x, 6 in y, score 5 -> 5 / sqrt(5 * 6)
+    assert lut.kendall_tau_b([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30))
 
 
 def test_biased_samples_are_valid_and_seeded() -> None:
