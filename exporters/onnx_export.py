@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from targets.atomic import write_atomic
 from targets.errors import UserError
 
 EXPORTERS = ("legacy", "dynamo")
@@ -80,25 +79,6 @@ def export_onnx(
         )
     written = write_atomic(Path(path), data) if path is not None else None
     return OnnxExport(data, written, opset, exporter, shape, dynamic_batch, diff, export_s)
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write `data` to a temp file in the same directory, fsync, then rename over `path`:
-    a reader never sees a half-written model."""
-    path = path.expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _convert(

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from targets.atomic import write_atomic
 from targets.errors import UserError
 from targets.target import PRECISIONS, cache_dir
 
@@ -217,22 +216,6 @@ def make_logger(trt: Any) -> Any:
     return _Logger()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and rename: readers (and concurrent
-    builds) see the old file or the new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---- private steps of build_engine ---------------------------------------------------------
 
 
@@ -359,7 +342,7 @@ def _timing_cache(config: Any, data: bytes) -> Any:
 def _save_timing_cache(config: Any, path: Path) -> None:
     """Save the (now extended) cache; a failure costs only future build time, so it warns."""
     try:
-        atomic_write(path, bytes(config.get_timing_cache().serialize()))
+        write_atomic(path, bytes(config.get_timing_cache().serialize()))
     except OSError as exc:
         _LOG.warning("cannot save the TensorRT timing cache %s: %s", path, exc)
 

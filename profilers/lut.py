@@ -35,10 +35,11 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from exporters.onnx_export import export_onnx, write_atomic
+from exporters.onnx_export import export_onnx
 from factory.spaces import Block, Genotype, InputSpec, SearchSpace, get_space
 from profilers.base import ProfileSettings
 from profilers.remote import profiler_for
+from targets.atomic import write_atomic
 from targets.errors import UserError
 from targets.target import Target
 
@@ -197,32 +198,26 @@ class LatencyTable:
             "mparams": sum(e["params"] for e in entries) / 1e6,
         }
 
-    def fill(self, missing: list[Block], *, building: bool = False) -> None:
+    def fill(self, missing: list[Block]) -> None:
         """Profile blocks the table lacks (a space whose blocks depend on earlier choices
-        cannot be enumerated); after the build only on a local target, counted and saved."""
+        cannot be enumerated), on a local target only; counted and saved."""
         missing = list({b.key: b for b in missing}.values())
         if not missing:
             return
-        if not (self.target.is_local or building):
+        if not self.target.is_local:
             raise UserError(
                 f"the {self.key.space} latency table for target {self.key.target} lacks "
                 f"{len(missing)} block(s), e.g. {missing[0].key}; run `factory profile lut "
                 f"build --space {self.key.space} --target {self.key.target}` (with more "
                 "--samples)"
             )
-        source = "build" if building else "on_demand"
-        self.blocks |= profile_blocks(missing, self.target, self.settings, self.overhead, source)
-        if not building:
-            self.filled_on_demand += len(missing)
-            self.save()
+        self.blocks |= profile_blocks(missing, self.target, self.settings, self.overhead)
+        self.filled_on_demand += len(missing)
+        self.save()
 
     # ---- calibration ------------------------------------------------------------------
-    def calibrate(self, archs: list[Genotype], progress: Progress | None = None) -> None:
-        """Measure `archs` end to end and fit a, b per statistic by least squares."""
-        for g in archs:
-            missing = [b for b in self.space.blocks(g) if b.key not in self.blocks]
-            self.fill(missing, building=True)
-        measured = measure_archs(self.space, archs, self.target, self.settings, progress)
+    def calibrate(self, archs: list[Genotype], measured: list[Timing]) -> None:
+        """Fit a, b (and c) per statistic on end-to-end timings of `archs`."""
         self.calibration = [
             {"genotype": self.space.format(g), "measured": t.to_dict(), "sum": s}
             for g, t, s in zip(archs, measured, map(self.block_sum, archs), strict=True)
@@ -289,11 +284,26 @@ def build_table(
     start = time.perf_counter()
     with one_torch_thread():
         found, info = enumerate_blocks(space, rng, settings, progress)
-        overhead = time_overhead(space.spec, target, settings)
-        blocks = profile_blocks(list(found.values()), target, settings, overhead, "build", progress)
-        table = LatencyTable(key, settings, overhead, blocks, space, target, path)
         archs = distinct_samples(space, settings.calibration_archs, rng, sampling="biased")
-        table.calibrate(archs, progress)
+        for g in archs:  # calibration needs all their blocks, even past max_blocks
+            found |= {b.key: b for b in space.blocks(g) if b.key not in found}
+        entries, blocks = export_blocks(list(found.values()), "build", progress)
+        shape = (1, *space.spec.shape)
+        models = {
+            _OVERHEAD: (identity_onnx(shape), shape),
+            **blocks,
+            **network_models(space, archs),
+        }
+        # one timing run, calibration networks shuffled in among the blocks: both see the
+        # same machine states, so a and b fit structure (fusion, cache), not a load drift
+        order = rng.permutation(len(models))
+        names = [list(models)[i] for i in order]
+        timings = ModelTimer(target, settings).time({n: models[n] for n in names}, progress)
+        overhead = timings[_OVERHEAD]
+        for name in blocks:
+            entries[name] |= timings[name].minus(overhead).to_dict()
+        table = LatencyTable(key, settings, overhead, entries, space, target, path)
+        table.calibrate(archs, [timings[space.format(g)] for g in archs])
     table.build = {
         **info,
         "seconds": round(time.perf_counter() - start, 1),
@@ -425,11 +435,6 @@ def identity_onnx(shape: tuple[int, ...]) -> bytes:
     return model.SerializeToString()
 
 
-def time_overhead(spec: InputSpec, target: Target, settings: LutSettings) -> Timing:
-    shape = (1, *spec.shape)
-    return ModelTimer(target, settings).time({_OVERHEAD: (identity_onnx(shape), shape)})[_OVERHEAD]
-
-
 def _is_noop(data: bytes) -> bool:
     """True when the exported block only forwards its input ('skip', zero without pool)."""
     return all(n.op_type == "Identity" for n in onnx.load_from_string(data).graph.node)
@@ -440,11 +445,20 @@ def profile_blocks(
     target: Target,
     settings: LutSettings,
     overhead: Timing,
-    source: str,
-    progress: Progress | None = None,
+    source: str = "on_demand",
 ) -> dict[str, dict[str, Any]]:
-    """Export each block (legacy exporter, in memory) and time it, overhead removed.
-    Blocks that only forward their input cost 0 and are not timed."""
+    """Export and time blocks, overhead removed (0 for those that only forward input)."""
+    entries, models = export_blocks(blocks, source)
+    for key, timing in ModelTimer(target, settings).time(models).items():
+        entries[key] |= timing.minus(overhead).to_dict()
+    return entries
+
+
+def export_blocks(
+    blocks: list[Block], source: str, progress: Progress | None = None
+) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[bytes, tuple[int, ...]]]]:
+    """Table entries (times still 0) and the ONNX models to time: each block exported
+    with the legacy exporter, in memory; blocks that only forward their input get none."""
     entries: dict[str, dict[str, Any]] = {}
     models: dict[str, tuple[bytes, tuple[int, ...]]] = {}
     for i, block in enumerate(blocks):
@@ -458,10 +472,7 @@ def profile_blocks(
             models[block.key] = (data, shape)
         if progress:
             progress("exporting blocks", i + 1, len(blocks))
-    timings = ModelTimer(target, settings).time(models, progress, "timing blocks")
-    for key, timing in timings.items():
-        entries[key] |= timing.minus(overhead).to_dict()
-    return entries
+    return entries, models
 
 
 # ---- end-to-end measurements, fit, validation ------------------------------------------------
@@ -512,13 +523,19 @@ def measure_archs(
     progress: Progress | None = None,
 ) -> list[Timing]:
     """End-to-end timings of `archs` (interleaved rounds, the same settings as the blocks)."""
+    timings = ModelTimer(target, settings).time(network_models(space, archs), progress)
+    return [timings[space.format(g)] for g in archs]
+
+
+def network_models(
+    space: SearchSpace, archs: list[Genotype]
+) -> dict[str, tuple[bytes, tuple[int, ...]]]:
+    """{genotype text: (ONNX of build(g), input shape)} for timing whole networks."""
     shape = (1, *space.spec.shape)
-    models = {
+    return {
         space.format(g): (export_onnx(space.build(g), shape, check_parity=False).data, shape)
         for g in archs
     }
-    timings = ModelTimer(target, settings).time(models, progress, "timing networks")
-    return [timings[space.format(g)] for g in archs]
 
 
 def fit_overhead(calibration: list[dict[str, Any]], statistic: str) -> dict[str, Any]:

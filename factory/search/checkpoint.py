@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from factory.search.store import atomic_write_text, fsync_dir
+from targets.atomic import fsync_dir, write_atomic
 from targets.errors import UserError
 
 FORMAT_VERSION = 1
@@ -71,7 +71,7 @@ def save_checkpoint(
         "state": state,
     }
     # state.json is written last: its presence marks the directory complete.
-    atomic_write_text(tmp / STATE_NAME, json.dumps(meta, indent=1))
+    write_atomic(tmp / STATE_NAME, json.dumps(meta, indent=1).encode())
     _swap_in(run_dir, tmp)
     return run_dir / CURRENT
 

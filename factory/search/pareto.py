@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import numpy as np
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from factory.strategies.base import Record, objective_matrix
+from targets.atomic import write_atomic
 
 UNITS = {"accuracy": "fraction", "latency_ms": "ms", "macs": "multiply-adds", "params": "count"}
 
@@ -49,20 +48,6 @@ def _row(r: Record, space_format) -> dict[str, Any]:
         "step": r.step,
         "latency_how": r.extra.get("latency_how"),
     }
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_outputs(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from factory.strategies.base import Record
+from targets.atomic import write_atomic
 from targets.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -248,32 +249,11 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"config value {value!r} ({type(value).__name__}) is not JSON-able")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that a reader sees the old content or the new one, never a torn one."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_config(run_dir: Path, config: Mapping[str, Any]) -> None:
     """Save the resolved config of a run as `config.json` (atomically)."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     text = json.dumps(_jsonable(config), indent=2, sort_keys=True) + "\n"
-    atomic_write_text(Path(run_dir) / CONFIG_NAME, text)
+    write_atomic(Path(run_dir) / CONFIG_NAME, text.encode())
 
 
 def load_config(run_dir: Path) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from exporters.onnx_export import OnnxParityError, export_onnx, write_atomic
+from exporters.onnx_export import OnnxParityError, export_onnx
+from targets.atomic import write_atomic
 from targets.errors import UserError
 
 SHAPE = (1, 1, 28, 28)

@@ -18,12 +18,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from exporters.trt_engine import (
     NO_TENSORRT,
-    atomic_write,
     build_engine,
     timing_cache_path,
     trt_available,
     trt_major,
 )
+from targets.atomic import write_atomic
 from targets.errors import UserError
 from targets.target import cache_dir
 
@@ -143,11 +143,11 @@ def test_timing_cache_path_is_per_gpu_and_version() -> None:
 
 def test_atomic_write_replaces_the_whole_file_and_leaves_no_temp(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "x.cache"
-    atomic_write(path, b"first version, longer")
-    atomic_write(path, b"second")
+    write_atomic(path, b"first version, longer")
+    write_atomic(path, b"second")
     assert path.read_bytes() == b"second"
     with pytest.raises(TypeError):
-        atomic_write(path, "not bytes")  # type: ignore[arg-type]
+        write_atomic(path, "not bytes")  # type: ignore[arg-type]
     assert path.read_bytes() == b"second"  # a failed write keeps the old file
     assert [p.name for p in path.parent.iterdir()] == ["x.cache"]
 
