@@ -108,6 +108,7 @@ def run_space(name: str, args: argparse.Namespace, target: Target) -> dict:
         sets[sampling] = {
             "n": len(archs),
             "filled": filled,
+            "runs": runs,  # per arch, per round: (median_ms, min_ms), for diagnosis
             **{s: score(space, archs, predicted[s], runs, s) for s in lut.STATISTICS},
             "ablation": {
                 model: score(space, archs, values, runs, "min")

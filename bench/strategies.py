@@ -111,7 +111,7 @@ def main() -> None:
         f"{args.generations} --population {args.population} --train-size {args.train_size} "
         f"--seed {args.seed}`",
         f"- machine: {platform.processor() or platform.machine()}, date {dt.date.today()}",
-        "- objectives: validation accuracy (2000 images) and latency measured on x86-cpu "
+        "- objectives: validation accuracy (500 images) and latency measured on x86-cpu "
         "(ONNX Runtime, 1 thread, median of >= 200 ms)",
         "- hypervolume in (error, latency / L) space, reference point (1, 1), "
         f"L = 1.1 × the largest latency seen = {lat_ref:.3f} ms",

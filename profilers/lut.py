@@ -296,9 +296,9 @@ def build_table(
         }
         # one timing run, calibration networks shuffled in among the blocks: both see the
         # same machine states, so a and b fit structure (fusion, cache), not a load drift
-        order = rng.permutation(len(models))
-        names = [list(models)[i] for i in order]
-        timings = ModelTimer(target, settings).time({n: models[n] for n in names}, progress)
+        names = list(models)
+        shuffled = {names[i]: models[names[i]] for i in rng.permutation(len(names))}
+        timings = ModelTimer(target, settings).time(shuffled, progress, "timing blocks, networks")
         overhead = timings[_OVERHEAD]
         for name in blocks:
             entries[name] |= timings[name].minus(overhead).to_dict()
@@ -523,7 +523,8 @@ def measure_archs(
     progress: Progress | None = None,
 ) -> list[Timing]:
     """End-to-end timings of `archs` (interleaved rounds, the same settings as the blocks)."""
-    timings = ModelTimer(target, settings).time(network_models(space, archs), progress)
+    models = network_models(space, archs)
+    timings = ModelTimer(target, settings).time(models, progress, "timing networks")
     return [timings[space.format(g)] for g in archs]
 
 

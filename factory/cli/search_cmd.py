@@ -55,10 +55,10 @@ def search(
     ] = None,
     train_size: Annotated[
         int, typer.Option(min=0, help="Training images the search uses (0: all).")
-    ] = 12000,
+    ] = 8000,
     val_size: Annotated[
         int, typer.Option(min=0, help="Validation images that score a candidate (0: all).")
-    ] = 1000,
+    ] = 500,
     latency: Annotated[
         str,
         typer.Option(help="auto (measure locally, table for remote targets), measure or table."),

@@ -30,10 +30,10 @@ class SearchConfig:
     init: tuple[str, ...] = ()  # manual architectures to warm-start from
     units: int | None = None  # generations / controller steps; None: the preset's
     time_budget_s: float | None = None
-    train_size: int | None = 12000  # training images used by the search (None: all)
-    val_size: int | None = 1000
+    train_size: int | None = 8000  # training images used by the search (None: all)
+    val_size: int | None = 500
     batch_size: int = 128
-    calib_steps: int = 3
+    calib_steps: int = 2
     lr: float = 0.05
     latency_mode: str = "auto"
     f_min: float | None = None

@@ -31,8 +31,8 @@ class EvalSettings:
 
     batch_size: int = 128
     eval_batch_size: int = 500
-    calib_steps: int = 3  # BN recalibration batches per evaluation
-    val_size: int | None = 1000  # validation images used to score a candidate (None: all)
+    calib_steps: int = 2  # BN recalibration batches per evaluation
+    val_size: int | None = 500  # validation images used to score a candidate (None: all)
 
 
 class RunContext:

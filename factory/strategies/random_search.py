@@ -23,10 +23,10 @@ from targets.errors import UserError
 class RandomConfig:
     """Budget of a random search; defaults match `EvolutionConfig()` (the quick preset)."""
 
-    generations: int = 6  # units after the warm-up unit
+    generations: int = 5  # units after the warm-up unit
     warmup_epochs: float = 1.0
     epochs_per_generation: float = 0.5
-    samples_per_unit: int = 32  # fresh genotypes evaluated per unit
+    samples_per_unit: int = 24  # fresh genotypes evaluated per unit
 
     def __post_init__(self) -> None:
         if self.generations < 0:

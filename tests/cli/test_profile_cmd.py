@@ -239,3 +239,19 @@ def test_agent_down_is_one_line_exit_2(onnx_file, tmp_path, monkeypatch) -> None
     result = profile(str(onnx_file), "--target", "remote-box")
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "cannot connect" in result.output
+
+
+def test_lut_on_an_agent_target(agent_url, tmp_path, monkeypatch) -> None:
+    """Blocks are timed through the agent; a block missing later is an error, not a fill."""
+    remote_target(tmp_path, monkeypatch, agent_url, TOKEN)
+    common = ("--space", "shufflenet", "--input-shape", "1x16x16", "--target", "remote-box")
+    build = profile(
+        "lut", "build", *common, "--max-blocks", "4", "--samples", "0", "--calibration", "2",
+        *FAST, "--json",
+    )  # fmt: skip
+    assert build.exit_code == 0, build.output
+    key = json.loads(build.output)["key"]
+    assert key["target"] == "remote-box" and key["runtime_version"]
+    validate = profile("lut", "validate", *common, "--archs", "2")
+    assert validate.exit_code == 2
+    assert "lacks" in validate.output and "factory profile lut build" in validate.output

@@ -100,7 +100,7 @@ def test_presets() -> None:
     assert paper.warmup_epochs == 50 and paper.epochs_per_generation == 10
     assert paper.warmup_epochs + paper.generations * paper.epochs_per_generation == 500
     quick = evo.EvolutionConfig.preset("quick")
-    assert quick == evo.EvolutionConfig() and quick.population == 16
+    assert quick == evo.EvolutionConfig() and quick.population == 12
     assert (quick.second_sort, quick.cut) == ("speed", "niching")
     with pytest.raises(UserError, match="paper, quick"):
         evo.EvolutionConfig.preset("huge")
