@@ -5,14 +5,11 @@ factory/cli/main.py mounts it."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnx
 import pytest
@@ -22,6 +19,7 @@ from typer.testing import CliRunner
 
 from factory.cli import profile_cmd
 from factory.cli.errors import UserErrorGroup
+from tests.agent_process import free_port, running_agent
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "profile-cmd-t0ken"
@@ -50,12 +48,6 @@ def tiny_onnx() -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -174,40 +166,8 @@ def test_profile_module_imports_without_torch() -> None:
 @pytest.fixture(scope="module")
 def agent_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m profilers.agent_server` on 127.0.0.1, a free port, a token file."""
-    tmp = tmp_path_factory.mktemp("agent")
-    (tmp / "token").write_text(TOKEN)
-    port = free_port()
-    argv = [sys.executable, "-m", "profilers.agent_server", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--token-file", str(tmp / "token")]
-    log = (tmp / "agent.log").open("w")
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, tmp / "agent.log", timeout_s=30)
+    with running_agent(tmp_path_factory.mktemp("agent"), TOKEN) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    """Poll /health until the agent answers (401: up, wants the token), bounded."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"agent exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 401:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"agent not ready after {timeout_s} s:\n{log.read_text()}")
 
 
 def remote_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, token: str) -> None:

@@ -9,11 +9,8 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import numpy as np
 import onnx
 import pytest
@@ -24,8 +21,8 @@ from profilers.agent_client import AgentClient
 from profilers.base import ProfileSettings
 from profilers.remote import RemoteProfiler, profile_via_agent, profiler_for
 from targets.errors import UserError
+from tests.agent_process import REPO, running_agent
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "subprocess-t0ken"
 FAST = ProfileSettings(warmup_ms=5, min_duration_ms=150, min_iters=5)
 
@@ -42,52 +39,14 @@ def tiny_onnx() -> bytes:
     return model.SerializeToString()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env_without_token() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "EMF_AGENT_TOKEN"}
 
 
 @pytest.fixture(scope="module")
 def agent_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("agent")
-    (tmp / "token").write_text(TOKEN)
-    (tmp / "token").chmod(0o600)
-    port = free_port()
-    argv = [sys.executable, "-m", "profilers.agent_server", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--token-file", str(tmp / "token"), "--max-upload-mb", "1"]
-    log = (tmp / "agent.log").open("w")
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, tmp / "agent.log", timeout_s=30)
+    with running_agent(tmp_path_factory.mktemp("agent"), TOKEN, "--max-upload-mb", "1") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"agent exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 401:  # up, wants a token
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"agent not ready after {timeout_s} s:\n{log.read_text()}")
 
 
 def test_agent_modules_import_without_torch():

@@ -1,0 +1,62 @@
+"""A real `python -m profilers.agent_server` on 127.0.0.1 for tests: free port, token file,
+bounded readiness poll, terminate→kill cleanup. Shared by the agent and CLI tests."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_agent(tmp: Path, token: str, *extra_args: str) -> Iterator[str]:
+    """Start the agent with a token file in `tmp`; yields its base URL."""
+    (tmp / "token").write_text(token)
+    (tmp / "token").chmod(0o600)
+    port = free_port()
+    argv = [sys.executable, "-m", "profilers.agent_server", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--token-file", str(tmp / "token"), *extra_args]
+    log = (tmp / "agent.log").open("w")
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, tmp / "agent.log", timeout_s=30)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Poll /health until the agent answers (401: up, wants the token), bounded."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"agent exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 401:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"agent not ready after {timeout_s} s:\n{log.read_text()}")
