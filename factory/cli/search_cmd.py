@@ -77,7 +77,7 @@ def search(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this directory where it stopped.")
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Supernet training batch size.")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1, help="Supernet training batch size.")] = 64,
     settings: Annotated[
         list[str] | None,
         typer.Option(
@@ -86,6 +86,14 @@ def search(
             "the run's config.json lists them all).",
         ),
     ] = None,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="CPU threads for torch (0: torch's default). 1 keeps a shared machine usable: "
+            "two threads fighting another job for two cores run ~10x slower.",
+        ),
+    ] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Search a space for the accuracy/latency Pareto front on a target.
@@ -97,6 +105,10 @@ def search(
     from factory.search.config import SearchConfig, parse_duration, parse_objectives
     from factory.search.runner import load_run_config, run_search
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     values = {

@@ -29,9 +29,10 @@ from factory.supernet import SupernetTrainConfig, evaluate_genotype, train_epoch
 class EvalSettings:
     """How candidates are trained and scored during search."""
 
-    batch_size: int = 128
+    batch_size: int = 64
     eval_batch_size: int = 500
     calib_steps: int = 2  # BN recalibration batches per evaluation
+    calib_batch_size: int = 128
     val_size: int | None = 500  # validation images used to score a candidate (None: all)
 
 
@@ -140,7 +141,7 @@ class RunContext:
             )
 
     def _calib_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return _channels_last(iterate_batches(self.data.train, self.settings.batch_size))
+        return _channels_last(iterate_batches(self.data.train, self.settings.calib_batch_size))
 
     def _evaluate_one(self, net: Supernet, g: Genotype, phase: str, step: int, record: bool):
         arch_id = self.space.arch_id(g)

@@ -35,6 +35,7 @@ from factory.spaces.ops import (
     out_size,
     stem_stride,
     with_prefix,
+    zero_init_last_bn,
 )
 from factory.spaces.registry import SPACES
 
@@ -134,6 +135,8 @@ class InvertedResidual(nn.Module):
         layers.append(conv_bn(hidden, cout, 1, act=None))
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
+        if self.residual:
+            zero_init_last_bn(layers[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, cin, H, W) -> (N, cout, H', W')
         y = self.body(x)

@@ -35,6 +35,15 @@ def conv_bn(
     return nn.Sequential(*layers)
 
 
+def zero_init_last_bn(branch: nn.Sequential) -> None:
+    """Start a residual branch at zero, so each unit begins as the identity.
+
+    Without it a chain of 16 randomly initialised residual units trains unstably through a
+    weight-sharing supernet (loss above chance after 3.5 epochs at lr 0.05 on Fashion-MNIST;
+    2.27 -> 1.23 with it) and trains faster standalone as well (Goyal et al., 2017)."""
+    nn.init.zeros_(branch[1].weight)
+
+
 def stem_stride(spec: InputSpec) -> int:
     """Stem stride that brings the input near 32 px: 1 up to 32 px, 2 up to 64 px, then 4."""
     side = min(spec.height, spec.width)

@@ -37,6 +37,7 @@ from factory.spaces.ops import (
     out_size,
     stem_stride,
     with_prefix,
+    zero_init_last_bn,
 )
 from factory.spaces.registry import SPACES
 
@@ -118,6 +119,8 @@ class ShuffleUnit(nn.Module):
         )
         self.pw2 = conv_bn(mid, branch_out, 1, groups=op.groups, act=None)
         self.pool = nn.AvgPool2d(3, 2, 1) if plan.stride == 2 else None
+        if self.pool is None:
+            zero_init_last_bn(self.pw2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, cin, H, W) -> (N, cout, H', W')
         y = self.shuffle(self.pw1(x))
