@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from pymoo.indicators.hv import HV
 
 from factory.search.config import SearchConfig
@@ -82,7 +83,9 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=None, help="keep run dirs here")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     root = args.runs or Path(tempfile.mkdtemp(prefix="emf-bench-"))
     results = {}
     for name, settings in budgets(args.generations, args.population).items():
@@ -109,7 +112,7 @@ def main() -> None:
         "",
         f"- command: `python bench/strategies.py --space {args.space} --generations "
         f"{args.generations} --population {args.population} --train-size {args.train_size} "
-        f"--seed {args.seed}`",
+        f"--seed {args.seed} --threads {args.threads}`",
         f"- machine: {platform.processor() or platform.machine()}, date {dt.date.today()}",
         "- objectives: validation accuracy (500 images) and latency measured on x86-cpu "
         "(ONNX Runtime, 1 thread, median of >= 200 ms)",

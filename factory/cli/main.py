@@ -9,11 +9,14 @@ import typer
 from factory import __version__
 from factory.cli import (
     agent_cmd,
+    export_cmd,
+    models_cmd,
     profile_cmd,
     report_cmd,
     search_cmd,
     spaces_cmd,
     targets_cmd,
+    train_cmd,
 )
 from factory.cli.errors import UserErrorGroup
 
@@ -29,6 +32,11 @@ app.command("search")(search_cmd.search)
 app.command("report")(report_cmd.report)
 app.add_typer(profile_cmd.app, name="profile")
 app.command("agent")(agent_cmd.agent)
+app.command("train")(train_cmd.train)
+app.command("export")(export_cmd.export)
+app.command("push")(models_cmd.push)
+app.command("models")(models_cmd.models)
+app.command("pull")(models_cmd.pull)
 
 
 def _version(value: bool) -> None:

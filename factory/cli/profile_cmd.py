@@ -9,7 +9,6 @@ torch is imported inside the commands, so `factory agent` starts on a device wit
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,24 +20,16 @@ from rich.table import Table
 
 import targets
 from factory.cli.errors import UserErrorGroup
+from profilers.onnx_costs import onnx_macs, onnx_params, read_onnx
 from targets.errors import UserError
 
 if TYPE_CHECKING:
-    import onnx
-
     from profilers.lut import LutSettings
     from profilers.measurement import Measurement
 
 MODEL_COMMAND = "model"
 TORCHVISION_SHAPE = (1, 3, 224, 224)
 SPACE_SHAPE = (1, 28, 28)
-# ONNX ops that do multiply-adds we do not count; reported, never counted as 0
-_UNCOUNTED_ONNX_OPS = frozenset(
-    {
-        *("LSTM", "GRU", "RNN", "Einsum", "Attention", "MultiHeadAttention", "DeformConv"),
-        *("QLinearMatMul", "QLinearConv", "ConvInteger", "MatMulInteger"),  # quantized
-    }
-)
 
 
 class ProfileGroup(UserErrorGroup):
@@ -135,7 +126,7 @@ def profile_model(
     loaded = load_model(model, input_shape, classes)
     m = profiler_for(chosen).profile(loaded.onnx, chosen, loaded.input_shape, settings)
     if loaded.macs is None:  # an ONNX file: counted from its graph at the timed shape
-        loaded.macs, loaded.note = onnx_macs(_read_onnx(loaded.onnx), m.input_shape)
+        loaded.macs, loaded.note = onnx_macs(read_onnx(loaded.onnx), m.input_shape)
     result = profile_result(model, loaded, m)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -150,7 +141,7 @@ def load_model(text: str, shape_text: str | None, classes: int) -> LoadedModel:
         path = Path(text).expanduser()
         if not path.is_file():
             raise UserError(f"ONNX model not found: {path}")
-        return LoadedModel(path, shape, None, _onnx_params(_read_onnx(path)))
+        return LoadedModel(path, shape, None, onnx_params(read_onnx(path)))
     kind, sep, name = text.partition(":")
     if not sep or not name:
         raise UserError(
@@ -182,79 +173,6 @@ def _torch_model(model: Any, shape: tuple[int, ...]) -> LoadedModel:
     costs = count_costs(model, shape)
     note = None if costs.complete else f"not counted: {', '.join(costs.unsupported_ops)}"
     return LoadedModel(export_onnx(model, shape).data, shape, costs.macs, costs.params, note)
-
-
-def _read_onnx(model: bytes | Path) -> onnx.ModelProto:
-    import onnx
-
-    try:
-        if isinstance(model, Path):
-            return onnx.load_model(str(model), load_external_data=False)
-        return onnx.load_model_from_string(model)
-    except Exception as exc:  # protobuf's DecodeError and OS errors
-        where = model if isinstance(model, Path) else "(in memory)"
-        raise UserError(
-            f"cannot read ONNX model {where}: {str(exc) or type(exc).__name__}"
-        ) from exc
-
-
-def _onnx_params(proto: onnx.ModelProto) -> int:
-    """Parameters: elements of every initializer (weights, biases, BN statistics)."""
-    return sum(math.prod(t.dims) for t in proto.graph.initializer)
-
-
-def onnx_macs(
-    proto: onnx.ModelProto, input_shape: tuple[int, ...]
-) -> tuple[int | None, str | None]:
-    """MACs (1 multiply-add = 1) of Conv, ConvTranspose, Gemm and MatMul nodes, from ONNX
-    shape inference at `input_shape`; ops whose MACs cannot be counted are named in the note."""
-    import onnx
-
-    weights = {t.name for t in proto.graph.initializer}
-    first = next((i for i in proto.graph.input if i.name not in weights), None)
-    if first is None:
-        return None, "MACs not counted: the ONNX graph has no input"
-    dims = first.type.tensor_type.shape.dim
-    if len(dims) == len(input_shape):
-        for dim, size in zip(dims, input_shape, strict=True):
-            dim.Clear()
-            dim.dim_value = size
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    except Exception as exc:  # the checker's own error types
-        return None, f"MACs not counted: ONNX shape inference failed ({exc})"
-    shapes = {t.name: list(t.dims) for t in inferred.graph.initializer}
-    for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        dims = info.type.tensor_type.shape.dim
-        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    macs, uncounted = 0, set()
-    for node in inferred.graph.node:
-        count = _node_macs(node, shapes)
-        if count is None:
-            uncounted.add(node.op_type)
-        else:
-            macs += count
-    return macs, (f"not counted: {', '.join(sorted(uncounted))}" if uncounted else None)
-
-
-def _node_macs(node: Any, shapes: dict[str, list[int | None]]) -> int | None:
-    """MACs of one node; 0 for ops without multiply-adds; None when they cannot be counted."""
-    op = node.op_type
-    if op in _UNCOUNTED_ONNX_OPS:
-        return None
-    if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-        return 0
-    a, w, out = (shapes.get(n) for n in (node.input[0], node.input[1], node.output[0]))
-    if not a or not w or not out or None in (*a, *w, *out):
-        return None
-    if op == "Conv":  # N·Hout·Wout · Cout·Cin/g·kh·kw
-        return math.prod(out[:1] + out[2:]) * math.prod(w)
-    if op == "ConvTranspose":  # every input position scatters Cout/g·kh·kw per input channel
-        return math.prod(a[:1] + a[2:]) * math.prod(w)
-    if op == "Gemm":
-        trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
-        return math.prod(out) * (a[0] if trans_a else a[-1])
-    return math.prod(out) * a[-1]  # MatMul: each output sums over A's last dim
 
 
 def profile_result(model: str, loaded: LoadedModel, m: Measurement) -> dict[str, Any]:

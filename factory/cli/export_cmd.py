@@ -1,0 +1,265 @@
+"""`factory export`: chosen architectures of a search run as deployable bundles, one
+directory per model (model.onnx, model.int8.onnx, model.engine, README.md, manifest.json).
+
+The library does the work (`exporters.bundle.export_bundle`); this module turns options into
+settings, loads the weights (trained, or inherited from the supernet), and reports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from targets.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+    from torch import nn
+
+    from exporters.bundle import Bundle, BundleMeta
+    from factory.trained import Candidate, OpenRun
+    from targets.target import Target
+
+DEFAULT_FORMATS = "onnx,onnx-int8"
+SHORT_DATASET = {"fashion-mnist": "fmnist"}
+RECALIBRATION_BATCHES = 8  # at least, of the run's batch size: BatchNorm re-estimation
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """A candidate with its weights loaded and its bundle metadata."""
+
+    model: nn.Module
+    meta: BundleMeta
+
+
+def export(
+    run: Annotated[Path, typer.Argument(help="A search run directory.", show_default=False)],
+    pareto: Annotated[bool, typer.Option(help="Export every model of the Pareto front.")] = False,
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--candidate", "-c", help="An arch_id (or unique prefix) or manual architecture."
+        ),
+    ] = None,
+    formats: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="Comma-separated: onnx, onnx-int8, tensorrt (model.onnx is always written).",
+        ),
+    ] = DEFAULT_FORMATS,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            "-t",
+            help="Target(s) to measure latency on, comma-separated; a TensorRT target also "
+            "gets the engine (built on its agent, or here).",
+        ),
+    ] = "x86-cpu",
+    out: Annotated[
+        Path | None, typer.Option(help="Where bundles go (default: RUN/export).")
+    ] = None,
+    from_supernet: Annotated[
+        bool,
+        typer.Option(help="Use the weights inherited from the supernet instead of trained ones."),
+    ] = False,
+    name_prefix: Annotated[
+        str | None,
+        typer.Option(help="Prefix of bundle names (default: the dataset, e.g. 'fmnist-')."),
+    ] = None,
+    version: Annotated[str, typer.Option(help="Version written into the manifests.")] = "1.0.0",
+    calib_images: Annotated[
+        int, typer.Option(min=1, help="Training images INT8 is calibrated on.")
+    ] = 500,
+    test_images: Annotated[
+        int | None,
+        typer.Option(min=1, help="Score on the first N test images only (default: all)."),
+    ] = None,
+    warmup_ms: Annotated[float, typer.Option(min=0, help="Latency warm-up time, ms.")] = 200.0,
+    min_duration_ms: Annotated[
+        float, typer.Option(min=0, help="Minimum timed ms per latency figure.")
+    ] = 1000.0,
+    min_iters: Annotated[int, typer.Option(min=1, help="Minimum timed runs.")] = 10,
+    force: Annotated[bool, typer.Option(help="Replace bundles that already exist.")] = False,
+    quiet: Annotated[
+        bool, typer.Option(help="No progress bars or table: print only the bundle paths.")
+    ] = False,
+) -> None:
+    """Export chosen models of a run as bundles: ONNX (dynamic batch, opset 17, slimmed,
+    checked against PyTorch), INT8 ONNX (Q/DQ, calibrated on real training images), TensorRT
+    engine, each with its test accuracy and latency, a model card and a manifest.json.
+
+    Uses the weights `factory train` saved, or with --from-supernet the weights inherited
+    from the search's supernet (BatchNorm re-estimated on training images)."""
+    from exporters.bundle import (
+        ExportSettings,
+        check_destination,
+        check_request,
+        count_steps,
+        export_bundle,
+        parse_formats,
+    )
+    from exporters.int8 import Int8Settings
+    from factory.progress import make_progress
+    from factory.trained import open_run, resolve_candidates
+    from profilers.base import ProfileSettings
+
+    chosen_formats = parse_formats(formats)
+    chosen_targets = _targets(target)
+    check_request(chosen_formats, chosen_targets)
+    out_dir = out if out is not None else run / "export"
+    opened = open_run(run)
+    candidates = resolve_candidates(run, opened.space, list(candidate or []), pareto)
+    prefix = name_prefix if name_prefix is not None else _default_prefix(opened)
+    metas = [_meta(run, opened, c, from_supernet, prefix, version) for c in candidates]
+    for meta in metas:
+        check_destination(out_dir, meta.name, force)
+    models = [_load(run, opened, c, meta) for c, meta in zip(candidates, metas, strict=True)]
+    settings = ExportSettings(
+        int8=Int8Settings(calib_images=calib_images),
+        test_images=test_images,
+        profile=ProfileSettings(warmup_ms, min_duration_ms, min_iters),
+        force=force,
+    )
+    steps = count_steps(chosen_formats, chosen_targets, has_test=True)
+    bundles: list[Bundle] = []
+    with make_progress(disable=quiet) as progress:
+        for chosen in models:
+            task = progress.add_task(chosen.meta.name, total=steps, status="")
+            on_step = _Steps(progress, task)
+            bundle = export_bundle(
+                chosen.model,
+                chosen.meta,
+                out_dir,
+                chosen_formats,
+                chosen_targets,
+                opened.data.train,
+                opened.data.test,
+                settings,
+                on_step,
+            )
+            progress.update(task, completed=steps, status=f"{bundle.seconds:.0f} s")
+            bundles.append(bundle)
+    _report(bundles, quiet)
+
+
+class _Steps:
+    """`on_step` for a progress bar: each call finishes the previous step and names the next."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self.progress, self.task, self.done = progress, task, -1
+
+    def __call__(self, text: str) -> None:
+        self.done += 1
+        self.progress.update(self.task, completed=self.done, status=text)
+
+
+def _targets(text: str) -> list[Target]:
+    import targets
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError("--target needs at least one target name (see `factory targets`)")
+    return [targets.get_target(n) for n in names]
+
+
+def _default_prefix(opened: OpenRun) -> str:
+    name = opened.config.dataset.lower()
+    return SHORT_DATASET.get(name, re.sub(r"[^a-z0-9._-]+", "-", name)) + "-"
+
+
+def bundle_name(prefix: str, space: str, c: Candidate) -> str:
+    """'fmnist-shufflenet-3a0e80fd5f05', or 'fmnist-shufflenet_g3' for a manual architecture."""
+    core = c.name if c.name != c.arch_id else f"{space}-{c.arch_id}"
+    return f"{prefix}{core}".lower()
+
+
+def _meta(
+    run: Path, opened: OpenRun, c: Candidate, from_supernet: bool, prefix: str, version: str
+) -> BundleMeta:
+    from exporters.bundle import BundleMeta
+    from exporters.manifest import Architecture, Source
+
+    space, info = opened.space, opened.data.info
+    return BundleMeta(
+        name=bundle_name(prefix, space.name, c),
+        version=version,
+        input_shape=info.input_shape,
+        class_names=info.class_names,
+        mean=info.mean,
+        std=info.std,
+        dataset=info.name,
+        architecture=Architecture(space.name, space.format(c.genotype), c.arch_id),
+        source=Source(_run_text(run), None, from_supernet),
+    )
+
+
+def _load(run: Path, opened: OpenRun, c: Candidate, meta: BundleMeta) -> _Chosen:
+    """The candidate's weights: an error before any export when they are missing."""
+    from factory.trained import load_trained, supernet_model
+
+    if meta.source.from_supernet:
+        model = supernet_model(run, opened.space, c)
+        _recalibrate(model, opened)
+        return _Chosen(model.eval(), meta)
+    state, trained = load_trained(run, c.arch_id)
+    model = opened.space.build(c.genotype)
+    model.load_state_dict(state, strict=True)
+    source = replace(meta.source, trained_epochs=trained.epochs)
+    return _Chosen(model.eval(), replace(meta, source=source))
+
+
+def _recalibrate(model: nn.Module, opened: OpenRun) -> None:
+    """Supernet BatchNorm statistics mix every path; re-estimate them for this network, as
+    the search did before scoring it."""
+    from factory.data import iterate_batches
+    from factory.supernet import recalibrate_bn
+
+    config = opened.config
+    steps = max(config.calib_steps, RECALIBRATION_BATCHES)
+    batches = iterate_batches(opened.data.train, config.batch_size)
+    recalibrate_bn(model, model.modules(), batches, steps)
+    model.eval()
+
+
+def _run_text(run: Path) -> str:
+    """The run as the manifest names it: relative to here when inside it, else its name."""
+    rel = os.path.relpath(run.resolve())
+    return rel if not rel.startswith("..") else run.resolve().name
+
+
+def _report(bundles: list[Bundle], quiet: bool) -> None:
+    console = Console()
+    if quiet:
+        for b in bundles:
+            console.print(str(b.path), soft_wrap=True)
+        return
+    table = Table(title="Exported bundles")
+    for col in ("Model", "File", "Test acc", "Latency median", "Size"):
+        table.add_column(col, justify="left" if col in ("Model", "File") else "right")
+    for b in bundles:
+        m = b.manifest
+        for f in m.files:
+            if f.kind == "card":
+                continue
+            acc = m.metrics.get(f.path)
+            lat = [f"{e.median_ms:.3f} ms ({e.target})" for e in m.latency if e.artifact == f.path]
+            table.add_row(
+                m.name,
+                f.path,
+                f"{100 * acc.test_accuracy:.2f} %" if acc else "-",
+                ", ".join(lat) or "-",
+                f"{f.bytes / 1024:.0f} KiB",
+            )
+    console.print(table)
+    for b in bundles:
+        console.print(f"{b.path}  (parity vs torch {b.parity_max_abs_diff:.1e})", soft_wrap=True)

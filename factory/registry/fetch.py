@@ -1,0 +1,244 @@
+"""`pull`: resolve a model in a registry and fetch it, verified, into the user cache.
+
+A bundle is assembled in a temporary directory beside its final place and renamed to
+`<cache>/models/<name>/<version>` only once every file in it has been verified, so nothing
+ever uses an unverified file and a failed pull leaves nothing behind. Names and versions
+become path parts only after `index.check_name`, and no symbolic link is followed inside
+the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from factory.registry.index import (
+    MANIFEST,
+    ChecksumError,
+    IndexEntry,
+    ManifestView,
+    check_name,
+    hash_file,
+    parse_ref,
+)
+from factory.registry.sources import (
+    MAX_MANIFEST_BYTES,
+    Progress,
+    RegistrySource,
+    open_registry,
+)
+from targets import get_target
+from targets.atomic import fsync_dir
+from targets.errors import UnknownNameError, UserError
+from targets.target import cache_dir
+
+if TYPE_CHECKING:
+    from factory.registry.engine import BuiltEngine
+
+RECIPE_PREFIX = "torchvision/"  # `pull torchvision/ARCH` exports a recipe instead
+STALE_PART_S = 24 * 3600.0  # a staging directory this old belongs to no running pull
+
+
+def models_dir() -> Path:
+    """`<user cache>/models`: pulled bundles live in `<name>/<version>` below it."""
+    return cache_dir() / "models"
+
+
+def bundle_cache_path(name: str, version: str) -> Path:
+    """The cache directory of `name:version`, refusing anything that could lead outside the
+    cache: unsafe names, and symbolic links on the way."""
+    root = cache_dir().expanduser()
+    path = models_dir() / check_name(name) / check_name(version, "version")
+    here = root
+    for part in path.relative_to(root).parts:
+        here = here / part
+        if here.is_symlink():
+            raise UserError(f"refusing to use {here}: a symbolic link inside the model cache")
+    resolved_root = root.resolve()
+    if not path.resolve().is_relative_to(resolved_root):
+        raise UserError(f"refusing {name}:{version}: it resolves outside the cache {root}")
+    return path
+
+
+@dataclass(frozen=True)
+class CachedBundle:
+    """A verified bundle in the user cache."""
+
+    entry: IndexEntry
+    path: Path
+    manifest: ManifestView
+    downloaded: bool  # False: it was already in the cache and re-verified
+    exported: bool = False  # a recipe exported by this call (never downloaded)
+
+
+def verify_cached(path: Path, manifest_sha256: str | None) -> ManifestView | None:
+    """The manifest if every file it lists under `path` re-hashes to its sha256 and size (and
+    the manifest itself to `manifest_sha256`, when given), else None. Extra files (engines
+    built for a target) are allowed."""
+    manifest = path / MANIFEST
+    if manifest.is_symlink() or not manifest.is_file():
+        return None
+    if manifest_sha256 is not None and hash_file(manifest)[0] != manifest_sha256:
+        return None
+    try:
+        view = ManifestView.loads(manifest.read_bytes(), str(manifest))
+    except UserError:
+        return None
+    for f in view.files:
+        file = path / f.path
+        if file.is_symlink() or not file.is_file() or hash_file(file) != (f.sha256, f.size_bytes):
+            return None
+    return view
+
+
+def entry_of_bundle(path: Path, view: ManifestView) -> IndexEntry:
+    """The index entry describing a verified bundle directory."""
+    manifest_sha = hash_file(path / MANIFEST)[0]
+    files = {f.path: f.sha256 for f in view.files} | {MANIFEST: manifest_sha}
+    return IndexEntry(view.name, view.version, manifest_sha, files)
+
+
+def fetch_bundle(
+    source: RegistrySource, entry: IndexEntry, progress: Progress | None = None
+) -> CachedBundle:
+    """`entry`'s bundle in the cache: reused if it verifies, else downloaded and verified
+    into a temporary directory that is renamed into place."""
+    final = bundle_cache_path(entry.name, entry.version)
+    view = verify_cached(final, entry.manifest_sha256) if final.exists() else None
+    if view is not None:
+        return CachedBundle(entry, final, view, downloaded=False)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(final.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{entry.version}.", suffix=".part", dir=final.parent))
+    try:
+        view = _download(source, entry, staging, progress)
+        move_into_place(staging, final, entry.manifest_sha256)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # renamed away on success
+        with contextlib.suppress(OSError):
+            final.parent.rmdir()  # only if empty: a failed first pull leaves no trace
+    return CachedBundle(entry, final, view, downloaded=True)
+
+
+def sweep_stale(parent: Path, max_age_s: float = STALE_PART_S) -> None:
+    """Remove staging directories (`.*.part`) that a killed pull left behind; young ones may
+    belong to a pull running now and are kept."""
+    now = time.time()
+    for leftover in parent.glob(".*.part"):
+        with contextlib.suppress(OSError):
+            if now - leftover.lstat().st_mtime > max_age_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _download(
+    source: RegistrySource, entry: IndexEntry, staging: Path, progress: Progress | None
+) -> ManifestView:
+    label = f"{MANIFEST} of {entry.ref}"
+    manifest = staging / MANIFEST
+    source.fetch_blob(entry.manifest_sha256, manifest, None, label, MAX_MANIFEST_BYTES, progress)
+    view = ManifestView.loads(manifest.read_bytes(), label)
+    listed = {f.path: f.sha256 for f in view.files}
+    indexed = {k: v for k, v in entry.files.items() if k != MANIFEST}
+    if (view.name, view.version) != (entry.name, entry.version) or listed != indexed:
+        raise UserError(
+            f"registry {source.location}: the index entry of {entry.ref} and its manifest "
+            f"disagree (name, version or files); refused"
+        )
+    for f in view.files:
+        label = f"{f.path} of {entry.ref}"
+        source.fetch_blob(f.sha256, staging / f.path, f.size_bytes, label, progress=progress)
+    fsync_dir(staging)
+    return view
+
+
+def move_into_place(staging: Path, final: Path, manifest_sha256: str | None) -> None:
+    """Rename a verified staging dir to `final`, replacing a damaged copy if one is there."""
+    if final.exists():  # a damaged or stale copy: move it aside, then drop it
+        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, aside / final.name)
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.replace(staging, final)
+    except OSError:  # a concurrent pull won the race: fine if what it put there verifies
+        if verify_cached(final, manifest_sha256) is None:
+            raise
+    fsync_dir(final.parent)
+
+
+def pull(
+    ref: str,
+    registry: str | Path | None = None,
+    *,
+    target: str | None = None,
+    out: Path | None = None,
+    pretrained: bool = True,
+    progress: Progress | None = None,
+) -> PulledModel:
+    """Resolve `NAME[:VERSION]` (latest when omitted) in the registry, fetch and verify it
+    into the cache, build a TensorRT engine when `target` runs one, copy it to `out/<name>`.
+    `torchvision/ARCH` names a recipe instead: exported locally (`pretrained` weights or not)."""
+    if ref.startswith(RECIPE_PREFIX):
+        from factory.registry.recipes import export_recipe  # lazy: torch, torchvision
+
+        on_step = (lambda step: progress(step, 0)) if progress is not None else None
+        return deliver(export_recipe(ref, pretrained, target, on_step), target, out)
+    name, version = parse_ref(ref)
+    if target is not None:
+        get_target(target)  # an unknown target fails before anything is downloaded
+    source = open_registry(registry)
+    try:
+        entry = source.read_index().get(name, version)
+    except UnknownNameError as exc:
+        hint = f" (or a recipe: {RECIPE_PREFIX}ARCH, listed by `factory models`)"
+        raise UnknownNameError(f"{exc}{hint if version is None else ''}") from None
+    return deliver(fetch_bundle(source, entry, progress), target, out)
+
+
+def deliver(bundle: CachedBundle, target: str | None, out: Path | None) -> PulledModel:
+    """The last steps of a pull: the target's engine, then the copy to `out`."""
+    engine = None
+    if target is not None:
+        from factory.registry.engine import engine_for_target  # lazy: TensorRT, agent client
+
+        engine = engine_for_target(bundle.path, bundle.manifest, target)
+    extra = [engine.path.name] if engine is not None else []
+    copied = copy_bundle(bundle.path, bundle.manifest, out, extra) if out is not None else None
+    return PulledModel(bundle, engine, copied)
+
+
+@dataclass(frozen=True)
+class PulledModel:
+    """What `pull` produced: the cached bundle, its engine for the target, the copy."""
+
+    bundle: CachedBundle
+    engine: BuiltEngine | None = None
+    copy: Path | None = None
+
+
+def copy_bundle(src: Path, view: ManifestView, out_dir: Path, extra: Sequence[str] = ()) -> Path:
+    """Copy a verified bundle (plus `extra` files, e.g. the engine just built) to
+    `out_dir/<name>` through a temporary directory; an existing bundle of that name is
+    replaced, anything else refused."""
+    out_dir = Path(out_dir).expanduser()
+    dest = out_dir / view.name
+    if dest.exists() and not (dest / MANIFEST).is_file():
+        raise UserError(f"{dest} exists and is not a model bundle; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{view.name}.", suffix=".part", dir=out_dir))
+    try:
+        for name in [MANIFEST, *(f.path for f in view.files), *extra]:
+            shutil.copyfile(src / name, staging / name)
+        for f in view.files:  # the copy is checked like any download
+            if hash_file(staging / f.path) != (f.sha256, f.size_bytes):
+                raise ChecksumError(f"{f.path}: the copy in {out_dir} does not verify; removed")
+        move_into_place(staging, dest, hash_file(src / MANIFEST)[0])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest

@@ -1,0 +1,196 @@
+"""Candidates of a search run and the weights trained for them.
+
+`factory train` writes, and `factory export` reads, one directory per trained architecture:
+`RUN/trained/<arch_id>/model.safetensors` (the state dict of `space.build(genotype)`) and
+`train.json` (how it was trained and what it scored). The directory is written under a
+temporary name and renamed, so a crash never leaves weights without their metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from factory.data import DataSplits
+from factory.search.config import SearchConfig
+from factory.search.runner import load_run_config
+from factory.search.store import RunStore
+from factory.spaces import get_space
+from factory.spaces.base import Genotype, SearchSpace
+from targets.atomic import fsync_dir
+from targets.errors import UserError
+
+TRAINED = "trained"
+WEIGHTS = "model.safetensors"
+INFO = "train.json"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One architecture of a run, named by its arch_id (or a manual architecture's name)."""
+
+    arch_id: str
+    genotype: Genotype
+    name: str  # arch_id, or e.g. "shufflenet_g3" for a manual architecture
+
+
+@dataclass(frozen=True)
+class TrainedInfo:
+    """What `train.json` holds: enough to rebuild, audit and compare the model."""
+
+    arch_id: str
+    space: str
+    genotype: str  # the space's text form
+    dataset: str
+    epochs: float
+    from_supernet: bool
+    test_accuracy: float  # fraction of the test split classified correctly
+    test_images: int
+    train_seconds: float
+    recipe: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainedInfo:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    """A run's saved config with its dataset (all training images) and search space."""
+
+    config: SearchConfig
+    data: DataSplits
+    space: SearchSpace
+
+
+def open_run(run_dir: Path) -> OpenRun:
+    """The run's config, its dataset split the way the search split it (same seed, same val
+    images) but with every training image, and its space built for that input."""
+    from factory.data import load_dataset
+
+    config = load_run_config(run_dir)
+    data = load_dataset(
+        config.dataset,
+        root=Path(config.data_root) if config.data_root else None,
+        seed=config.seed,
+    )
+    return OpenRun(config, data, get_space(config.space, data.info.input_spec()))
+
+
+def resolve_candidates(
+    run_dir: Path, space: SearchSpace, ids: list[str], pareto: bool
+) -> list[Candidate]:
+    """The run's Pareto front (`pareto`) and/or the named candidates: an arch_id, a unique
+    prefix of one (≥ 4 characters), or a manual architecture of the space."""
+    chosen: dict[str, Candidate] = {}
+    if pareto:
+        path = run_dir / "pareto.json"
+        if not path.exists():
+            raise UserError(f"{run_dir} has no pareto.json yet; finish the search first")
+        for row in json.loads(path.read_text())["front"]:
+            g = space.parse(row["genotype"])
+            chosen[row["arch_id"]] = Candidate(row["arch_id"], g, row["arch_id"])
+    if ids:
+        with RunStore(run_dir) as store:
+            known = {r.arch_id: r.genotype for r in store.records()}
+        for text in ids:
+            c = _one_candidate(space, known, text)
+            chosen.setdefault(c.arch_id, c)
+    if not chosen:
+        raise UserError("choose models with --pareto or --candidate ID")
+    return list(chosen.values())
+
+
+def _one_candidate(space: SearchSpace, known: dict[str, Genotype], text: str) -> Candidate:
+    if text in space.manual():
+        g = space.manual()[text]
+        return Candidate(space.arch_id(g), g, text)
+    matches = [a for a in known if a == text] or (
+        [a for a in known if a.startswith(text)] if len(text) >= 4 else []
+    )
+    if len(matches) == 1:
+        return Candidate(matches[0], known[matches[0]], matches[0])
+    manual = ", ".join(sorted(space.manual()))
+    why = "is ambiguous" if matches else "is not an architecture of this run"
+    raise UserError(
+        f"candidate {text!r} {why}; use an arch_id from `factory report` or one of: {manual}"
+    )
+
+
+def trained_dir(run_dir: Path, arch_id: str) -> Path:
+    return run_dir / TRAINED / arch_id
+
+
+def save_trained(run_dir: Path, model: nn.Module, info: TrainedInfo) -> Path:
+    """Weights and train.json for one architecture, swapped in atomically."""
+    final = trained_dir(run_dir, info.arch_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{info.arch_id}-", dir=final.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        (tmp / INFO).write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+        for name in (WEIGHTS, INFO):
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            old = final.with_name(f".{info.arch_id}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load_trained(run_dir: Path, arch_id: str) -> tuple[dict[str, torch.Tensor], TrainedInfo]:
+    """The trained weights and info of one architecture, or an error saying how to get them."""
+    directory = trained_dir(run_dir, arch_id)
+    if not (directory / WEIGHTS).is_file() or not (directory / INFO).is_file():
+        raise UserError(
+            f"no trained weights for {arch_id} in {run_dir}; run `factory train {run_dir} "
+            f"--candidate {arch_id}` or pass --from-supernet"
+        )
+    info = TrainedInfo.from_dict(json.loads((directory / INFO).read_text()))
+    return load_file(str(directory / WEIGHTS)), info
+
+
+def trained_model(run_dir: Path, space: SearchSpace, candidate: Candidate) -> nn.Module:
+    """`space.build` with the trained weights loaded (eval mode)."""
+    state, _ = load_trained(run_dir, candidate.arch_id)
+    model = space.build(candidate.genotype)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def supernet_model(run_dir: Path, space: SearchSpace, candidate: Candidate) -> nn.Module:
+    """`space.build` with weights inherited from the run's last supernet checkpoint."""
+    from factory.search.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is None:
+        raise UserError(f"{run_dir} has no supernet checkpoint to inherit weights from")
+    supernet = space.supernet()
+    supernet.load_state_dict(ckpt.tensors["supernet"])
+    return space.build_from_supernet(supernet, candidate.genotype)
