@@ -171,14 +171,15 @@ def file_entry(bundle_dir: Path, name: str, kind: str) -> FileEntry:
     return FileEntry(name, kind, sha256_file(path), path.stat().st_size)
 
 
-def check_name(text: str, what: str = "name") -> str:
-    """A bundle name or version: [a-z0-9][a-z0-9._-]{0,63}, so never a path."""
-    if not isinstance(text, str) or not NAME_RE.fullmatch(text) or ".." in text:
+def check_name(value: object, what: str = "model name") -> str:
+    """`value` if it is a safe bundle name or version ([a-z0-9][a-z0-9._-]{0,63}, no '..'),
+    so that it can never be read as a path (the registry checks names with this too)."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value) or ".." in value:
         raise UserError(
-            f"bad model {what} {text!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter or "
+            f"invalid {what} {value!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter or "
             f"digit, no '..')"
         )
-    return text
+    return value
 
 
 def check_manifest_fields(m: Manifest, where: str = MANIFEST) -> None:
@@ -189,7 +190,7 @@ def check_manifest_fields(m: Manifest, where: str = MANIFEST) -> None:
 
     if m.schema_version != SCHEMA_VERSION:
         raise bad(f"schema_version {m.schema_version} is not supported (this reads 1)")
-    for what, text in (("name", m.name), ("version", m.version)):
+    for what, text in (("model name", m.name), ("version", m.version)):
         try:
             check_name(text, what)
         except UserError as exc:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from exporters.manifest import check_name
 from targets.errors import UnknownNameError, UserError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # model names and versions
 _FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # one path component, no '/'
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _INDEX_KEYS = {"schema_version", "models"}
@@ -45,16 +45,6 @@ def hash_file(path: Path) -> tuple[str, int]:
 
 class ChecksumError(UserError):
     """A file's sha256 or size is not what the manifest or index says."""
-
-
-def check_name(value: object, what: str = "model name") -> str:
-    """`value` if it is a safe name or version ([a-z0-9][a-z0-9._-]{0,63}, no '..')."""
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or ".." in value:
-        raise UserError(
-            f"invalid {what} {value!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter or "
-            f"digit, no '..')"
-        )
-    return value
 
 
 def check_file_name(value: object) -> str:

@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 
 from exporters import manifest as mf
 from factory.cli.main import app
-from factory.search.config import SearchConfig
-from factory.search.runner import run_search
 from factory.trained import TrainedInfo, open_run, save_trained
+from tests.tiny_run import tiny_random_run
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
@@ -30,22 +29,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = SearchConfig(
-        space="shufflenet",
-        objectives=("accuracy", "macs"),
-        cost="macs",
-        train_size=256,
-        val_size=128,
-        batch_size=64,
-        calib_steps=1,
-        strategy="random",
-        units=1,
-        strategy_config={"samples_per_unit": 3, "warmup_epochs": 0.25},
-        data_root=str(FMNIST),
-    )
-    path = tmp_path_factory.mktemp("run") / "run"
-    run_search(config, path, quiet=True)
-    return path
+    return tiny_random_run(tmp_path_factory.mktemp("run") / "run", data_root=str(FMNIST))
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +121,10 @@ def test_missing_trained_weights(run_dir: Path) -> None:
         (("-c", "shufflenet_g3", "--format", "tensorrt"), ("needs a TensorRT target",)),
         (("--from-supernet",), ("--pareto or --candidate",)),
         (("-c", "nosuch_arch"), ("nosuch_arch", "shufflenet_g3")),
-        (("-c", "shufflenet_g3", "--from-supernet", "--name-prefix", "A/"), ("bad model name",)),
+        (
+            ("-c", "shufflenet_g3", "--from-supernet", "--name-prefix", "A/"),
+            ("invalid model name",),
+        ),
     ],
 )
 def test_bad_input_is_one_line(run_dir: Path, args: tuple[str, ...], needles) -> None:

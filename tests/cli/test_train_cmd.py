@@ -11,10 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from factory.cli.main import app
-from factory.search.config import SearchConfig
-from factory.search.runner import run_search
 from factory.trained import OpenRun, open_run, resolve_candidates, trained_dir, trained_model
 from factory.training import evaluate, limit_splits
+from tests.tiny_run import tiny_random_run
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
@@ -30,21 +29,7 @@ def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished random-search run: config, pareto.json and a supernet checkpoint."""
-    config = SearchConfig(
-        space="shufflenet",
-        objectives=("accuracy", "macs"),
-        cost="macs",
-        train_size=256,
-        val_size=128,
-        batch_size=64,
-        calib_steps=1,
-        strategy="random",
-        units=1,
-        strategy_config={"samples_per_unit": 3, "warmup_epochs": 0.25},
-    )
-    path = tmp_path_factory.mktemp("run") / "run"
-    run_search(config, path, quiet=True)
-    return path
+    return tiny_random_run(tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.fixture(scope="module")

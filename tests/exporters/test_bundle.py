@@ -279,7 +279,7 @@ def test_parse_formats() -> None:
 
 
 def test_bad_meta_is_refused(data) -> None:
-    with pytest.raises(UserError, match="bad model name"):
+    with pytest.raises(UserError, match="invalid model name"):
         meta_for(data, "Has Spaces")
     with pytest.raises(UserError, match="one mean and one positive std"):
         BundleMeta(

@@ -18,19 +18,11 @@ from factory.search.pareto import latest_per_arch
 from factory.search.runner import run_search
 from factory.search.store import RunStore
 from targets.errors import UserError
+from tests.tiny_run import TINY
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
 
-TINY = dict(
-    space="shufflenet",
-    objectives=("accuracy", "macs"),
-    cost="macs",
-    train_size=256,
-    val_size=128,
-    batch_size=64,
-    calib_steps=1,
-)
 TINY_EVOLUTION = {"population": 4, "warmup_epochs": 0.5, "epochs_per_generation": 0.25}
 
 
