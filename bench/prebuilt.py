@@ -66,7 +66,7 @@ def rebuild(args: argparse.Namespace) -> None:
                 str(SHIPPED), "--force")  # fmt: skip
 
 
-def compare(rounds: int) -> list[str]:
+def compare(rounds: int, run: Path | None) -> list[str]:
     """INT8 vs FP32 of every shipped model: alternating pairs on x86-cpu, 1 thread."""
     from factory.registry import pull
     from profilers.base import ProfileSettings
@@ -78,9 +78,9 @@ def compare(rounds: int) -> list[str]:
     settings = ProfileSettings(warmup_ms=200, min_duration_ms=1000, min_iters=20, batch=1)
     index = json.loads((SHIPPED / "index.json").read_text())
     rows = [
-        "| model | params | MACs | fp32 acc | int8 acc | Δ points | fp32 ms | int8 ms "
-        "| int8/fp32 (spread) | fp32 / int8 size |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | params | MACs | search ms | fp32 acc | int8 acc | Δ points | fp32 ms "
+        "| int8 ms | int8/fp32 (spread) | fp32 / int8 size |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for entry in index["models"]:
         bundle = pull(f"{entry['name']}:{entry['version']}", SHIPPED).bundle.path
@@ -93,6 +93,7 @@ def compare(rounds: int) -> list[str]:
         delta = 100 * (acc["model.int8.onnx"] - acc["model.onnx"])
         rows.append(
             f"| {entry['name']} | {manifest['params']:,} | {manifest['macs'] / 1e6:.2f} M "
+            f"| {search_latency(manifest, run)} "
             f"| {100 * acc['model.onnx']:.2f} % | {100 * acc['model.int8.onnx']:.2f} % "
             f"| {delta:+.2f} | {ms_fp32:.3f} | {ms_int8:.3f} | {pair.ratio:.2f}× "
             f"({100 * pair.spread:.0f} %) | {fp32.stat().st_size // 1024} / "
@@ -100,6 +101,16 @@ def compare(rounds: int) -> list[str]:
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def search_latency(manifest: dict, run: Path | None) -> str:
+    """The latency the search measured for this architecture (from the run's pareto.json)."""
+    path = run / "pareto.json" if run else None
+    if path is None or not path.is_file():
+        return "?"
+    arch_id = manifest["architecture"]["arch_id"]
+    row = next((r for r in json.loads(path.read_text())["front"] if r["arch_id"] == arch_id), None)
+    return f"{row['latency_ms']:.3f}" if row else "?"
 
 
 def main() -> None:
@@ -115,7 +126,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if not args.compare_only:
         rebuild(args)
-    rows = compare(args.rounds)
+    rows = compare(args.rounds, args.run)
     load = os.getloadavg()[0]
     lines = [
         "# Prebuilt models: INT8 vs FP32 on x86-cpu",
@@ -123,7 +134,7 @@ def main() -> None:
         "The models `factory models` lists by default, searched, trained and exported by "
         "`bench/prebuilt.py` with the factory's own commands.",
         "",
-        f"- command: `python bench/prebuilt.py --compare-only --rounds {args.rounds}` "
+        f"- command: `python bench/prebuilt.py --compare-only --rounds {args.rounds} --run RUN` "
         f"(the table); the models themselves came from `python bench/prebuilt.py --epochs "
         f"{args.epochs:g}`",
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -134,6 +145,11 @@ def main() -> None:
         "medians; ratio = median of the per-pair ratios, spread = (max − min) / median",
         "",
         *rows,
+        "",
+        "`search ms` is the latency the search measured for the architecture (one short "
+        "window, while other jobs shared the machine); small, medium and large name the "
+        "points' places on that front. The fp32 column re-measures the exported files in "
+        "this run; where the two disagree, the search's measurement was taken under load.",
         "",
     ]
     (DOCS / "prebuilt.md").write_text("\n".join(lines))
