@@ -14,7 +14,7 @@ import pytest
 from torch import nn
 
 from factory.spaces import Block
-from profilers import lut
+from profilers import lut, lut_fit
 from profilers.lut import LutSettings, build_table, load_table, space_for
 from targets import AgentRef, get_target
 from targets.errors import UserError
@@ -139,15 +139,15 @@ def test_fit_recovers_a_line_and_falls_back_when_degenerate() -> None:
         ]
 
     xs = [1.0, 2.0, 3.0, 4.0, 5.0]
-    fit = lut.fit_overhead(calib(xs, [1.5 * x + 0.2 for x in xs], [0.1] * 5), "min")
+    fit = lut_fit.fit_overhead(calib(xs, [1.5 * x + 0.2 for x in xs], [0.1] * 5), "min")
     assert math.isclose(fit["a"], 1.5) and math.isclose(fit["b"], 0.2, abs_tol=1e-9)
     assert not fit["degenerate"] and fit["c_ms_per_mparam"] == 0.0
     params = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2]
     xs6 = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     ys = [1.1 * x + 0.4 * m + 0.05 for x, m in zip(xs6, params, strict=True)]
-    fit = lut.fit_overhead(calib(xs6, ys, params), "min")
+    fit = lut_fit.fit_overhead(calib(xs6, ys, params), "min")
     assert math.isclose(fit["c_ms_per_mparam"], 0.4, rel_tol=1e-6)
-    flat = lut.fit_overhead(calib([2.0] * 4, [2.5, 2.6, 2.4, 2.5], [0.1] * 4), "min")
+    flat = lut_fit.fit_overhead(calib([2.0] * 4, [2.5, 2.6, 2.4, 2.5], [0.1] * 4), "min")
     assert flat["degenerate"] and flat["a"] == 1.0 and math.isclose(flat["b"], 0.5)
 
 
@@ -156,14 +156,14 @@ def test_kendall_tau_b_matches_scipy_with_ties() -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 5, 30).astype(float).tolist()
     y = (np.array(x) + rng.normal(0, 1.5, 30)).round().tolist()
-    assert math.isclose(lut.kendall_tau_b(x, y), kendalltau(x, y).statistic, rel_tol=1e-12)
+    assert math.isclose(lut_fit.kendall_tau_b(x, y), kendalltau(x, y).statistic, rel_tol=1e-12)
 
 
 def test_kendall_tau_b_by_hand() -> None:
-    assert lut.kendall_tau_b([1, 2, 3], [3, 2, 1]) == -1.0
-    assert lut.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert lut_fit.kendall_tau_b([1, 2, 3], [3, 2, 1]) == -1.0
+    assert lut_fit.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
     # one tie in x: 5 untied pairs in x, 6 in y, score 5 -> 5 / sqrt(5 * 6)
-    assert lut.kendall_tau_b([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30))
+    assert lut_fit.kendall_tau_b([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30))
 
 
 def test_biased_samples_are_valid_and_seeded() -> None:
