@@ -34,7 +34,7 @@ import torch
 
 from exporters.onnx_export import export_onnx
 from factory.spaces import Genotype, SearchSpace, get_space
-from profilers import lut
+from profilers import lut, lut_fit
 from profilers.base import ProfileSettings
 from profilers.device_info import device_info
 from profilers.remote import profiler_for
@@ -131,7 +131,7 @@ def ablation(table: lut.LatencyTable, archs: list[Genotype]) -> dict[str, list[f
     sums = [table.block_sum(g) for g in archs]
     xs = np.array([c["sum"]["min_ms"] for c in table.calibration])
     ys = np.array([c["measured"]["min_ms"] for c in table.calibration])
-    a, b = lut._relative_lstsq(np.column_stack([xs, np.ones_like(xs)]), ys)
+    a, b = lut_fit.relative_lstsq(np.column_stack([xs, np.ones_like(xs)]), ys)
     return {
         "sum": [s["min_ms"] + table.overhead.min_ms for s in sums],
         "linear": [a * s["min_ms"] + b for s in sums],

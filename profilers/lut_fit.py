@@ -43,14 +43,14 @@ def fit_overhead(calibration: list[dict[str, Any]], statistic: str) -> dict[str,
     return _fit(coef, len(xs), loo)
 
 
-def _relative_lstsq(design: np.ndarray, ys: np.ndarray) -> np.ndarray:
+def relative_lstsq(design: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(design / ys[:, None], np.ones_like(ys), rcond=None)[0]
 
 
 def _plausible_lstsq(design: np.ndarray, ys: np.ndarray) -> np.ndarray | None:
     if np.linalg.matrix_rank(design) < design.shape[1] or min(ys) <= 0:
         return None
-    coef = _relative_lstsq(design, ys)
+    coef = relative_lstsq(design, ys)
     plausible = 0.25 <= coef[0] <= 4.0 and (design.shape[1] == 2 or coef[1] >= 0)
     return coef if plausible else None
 
@@ -60,7 +60,7 @@ def _loo_error_pct(design: np.ndarray, ys: np.ndarray) -> float:
     errors = []
     for i in range(len(ys)):
         keep = np.arange(len(ys)) != i
-        coef = _relative_lstsq(design[keep], ys[keep])
+        coef = relative_lstsq(design[keep], ys[keep])
         errors.append(abs(design[i] @ coef - ys[i]) / ys[i] * 100)
     return float(np.mean(errors))
 
