@@ -1,5 +1,6 @@
 """A real `python -m profilers.agent_server` on 127.0.0.1 for tests: free port, token file,
-bounded readiness poll, terminate→kill cleanup. Shared by the agent and CLI tests."""
+bounded readiness poll, terminate→kill cleanup; and the tiny ONNX model they send it.
+Shared by the agent and CLI tests."""
 
 from __future__ import annotations
 
@@ -12,9 +13,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_onnx() -> bytes:
+    """Conv3x3, 1 -> 4 channels, no bias, on a (1, 1, 28, 28) input, opset 17."""
+    w = onnx.numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 28, 28])
+    graph = helper.make_graph([conv], "tiny", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 def free_port() -> int:

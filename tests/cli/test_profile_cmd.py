@@ -10,16 +10,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 import typer
-from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 from factory.cli import profile_cmd
 from factory.cli.errors import UserErrorGroup
-from tests.agent_process import free_port, running_agent
+from tests.agent_process import free_port, running_agent, tiny_onnx
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "profile-cmd-t0ken"
@@ -36,18 +33,6 @@ def _root() -> None:
 
 
 runner = CliRunner()
-
-
-def tiny_onnx() -> bytes:
-    """Conv3x3, 1 -> 4 channels, no bias, on a (1, 1, 28, 28) input, opset 17."""
-    w = onnx.numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
-    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 28, 28])
-    graph = helper.make_graph([conv], "tiny", [x], [y], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
 @pytest.fixture(autouse=True)

@@ -11,32 +11,17 @@ import sys
 import threading
 from collections.abc import Iterator
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 import targets
 from profilers.agent_client import AgentClient
 from profilers.base import ProfileSettings
 from profilers.remote import RemoteProfiler, profile_via_agent, profiler_for
 from targets.errors import UserError
-from tests.agent_process import REPO, running_agent
+from tests.agent_process import REPO, running_agent, tiny_onnx
 
 TOKEN = "subprocess-t0ken"
 FAST = ProfileSettings(warmup_ms=5, min_duration_ms=150, min_iters=5)
-
-
-def tiny_onnx() -> bytes:
-    """Conv3x3 (4 channels) on a (1, 1, 28, 28) input, opset 17."""
-    w = onnx.numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
-    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 28, 28])
-    graph = helper.make_graph([conv], "tiny", [x], [y], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
 def env_without_token() -> dict[str, str]:
