@@ -79,6 +79,12 @@ class Strategy(ABC):
     """A search strategy: a fixed number of units of work, each checkpointable after it ends."""
 
     name: ClassVar[str]
+    next_unit: int = 0  # the unit `run_unit` must be given next; part of every state_dict
+
+    def check_unit(self, unit: int) -> None:
+        """Units run in order, each once: a resumed run continues exactly where it stopped."""
+        if unit != self.next_unit:
+            raise ValueError(f"{self.name}: expected unit {self.next_unit}, got {unit}")
 
     @abstractmethod
     def total_units(self) -> int:

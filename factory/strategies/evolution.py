@@ -189,8 +189,7 @@ class ContinuousEvolution(Strategy):
         return 1 + self.config.generations
 
     def run_unit(self, ctx: SearchContext, unit: int) -> None:
-        if unit != self.next_unit:
-            raise ValueError(f"{self.name}: expected unit {self.next_unit}, got {unit}")
+        self.check_unit(unit)
         if ctx.objectives[0] not in MAXIMISE:
             raise ValueError(f"the first objective must be accuracy, got {ctx.objectives}")
         if unit == 0:

@@ -75,8 +75,7 @@ class RandomSearch(Strategy):
         return 1 + self.config.generations
 
     def run_unit(self, ctx: SearchContext, unit: int) -> None:
-        if unit != self.next_unit:
-            raise ValueError(f"{self.name}: expected unit {self.next_unit}, got {unit}")
+        self.check_unit(unit)
         cfg = self.config
         ctx.train_supernet(None, cfg.warmup_epochs if unit == 0 else cfg.epochs_per_generation)
         batch = self._fresh(ctx, warm_start=unit == 0)

@@ -157,8 +157,7 @@ class ControllerSearch(Strategy):
     def _reward_at(self, unit: int) -> RewardAt: ...
 
     def run_unit(self, ctx: SearchContext, unit: int) -> None:
-        if unit != self.next_unit:
-            raise ValueError(f"{self.name}: expected unit {self.next_unit}, got {unit}")
+        self.check_unit(unit)
         if self.controller is None:
             self._start(ctx)
         cfg, reward = self.config, self._reward_at(unit)
