@@ -176,21 +176,35 @@ def load_trained(run_dir: Path, arch_id: str) -> tuple[dict[str, torch.Tensor], 
     return load_file(str(directory / WEIGHTS)), info
 
 
-def trained_model(run_dir: Path, space: SearchSpace, candidate: Candidate) -> nn.Module:
-    """`space.build` with the trained weights loaded (eval mode)."""
-    state, _ = load_trained(run_dir, candidate.arch_id)
+def trained_model(
+    run_dir: Path, space: SearchSpace, candidate: Candidate
+) -> tuple[nn.Module, TrainedInfo]:
+    """`space.build` with the trained weights loaded (eval mode), and how they were trained."""
+    state, info = load_trained(run_dir, candidate.arch_id)
     model = space.build(candidate.genotype)
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    return model.eval(), info
 
 
-def supernet_model(run_dir: Path, space: SearchSpace, candidate: Candidate) -> nn.Module:
-    """`space.build` with weights inherited from the run's last supernet checkpoint."""
+RECALIBRATION_BATCHES = 8  # at least, of the run's batch size
+
+
+def supernet_model(run_dir: Path, opened: OpenRun, candidate: Candidate) -> nn.Module:
+    """`space.build` with weights inherited from the run's last supernet checkpoint (eval mode).
+
+    The supernet's BatchNorm statistics mix every path, so they are re-estimated for this
+    network on training images, as the search did before scoring it."""
+    from factory.data import iterate_batches
     from factory.search.checkpoint import load_checkpoint
+    from factory.supernet import recalibrate_bn
 
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"{run_dir} has no supernet checkpoint to inherit weights from")
-    supernet = space.supernet()
+    supernet = opened.space.supernet()
     supernet.load_state_dict(ckpt.tensors["supernet"])
-    return space.build_from_supernet(supernet, candidate.genotype)
+    model = opened.space.build_from_supernet(supernet, candidate.genotype)
+    config = opened.config
+    batches = iterate_batches(opened.data.train, config.batch_size)
+    recalibrate_bn(model, model.modules(), batches, max(config.calib_steps, RECALIBRATION_BATCHES))
+    return model.eval()

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 DEFAULT_FORMATS = "onnx,onnx-int8"
 SHORT_DATASET = {"fashion-mnist": "fmnist"}
-RECALIBRATION_BATCHES = 8  # at least, of the run's batch size: BatchNorm re-estimation
 
 
 @dataclass(frozen=True)
@@ -205,30 +204,13 @@ def _meta(
 
 def _load(run: Path, opened: OpenRun, c: Candidate, meta: BundleMeta) -> _Chosen:
     """The candidate's weights: an error before any export when they are missing."""
-    from factory.trained import load_trained, supernet_model
+    from factory.trained import supernet_model, trained_model
 
     if meta.source.from_supernet:
-        model = supernet_model(run, opened.space, c)
-        _recalibrate(model, opened)
-        return _Chosen(model.eval(), meta)
-    state, trained = load_trained(run, c.arch_id)
-    model = opened.space.build(c.genotype)
-    model.load_state_dict(state, strict=True)
+        return _Chosen(supernet_model(run, opened, c), meta)
+    model, trained = trained_model(run, opened.space, c)
     source = replace(meta.source, trained_epochs=trained.epochs)
-    return _Chosen(model.eval(), replace(meta, source=source))
-
-
-def _recalibrate(model: nn.Module, opened: OpenRun) -> None:
-    """Supernet BatchNorm statistics mix every path; re-estimate them for this network, as
-    the search did before scoring it."""
-    from factory.data import iterate_batches
-    from factory.supernet import recalibrate_bn
-
-    config = opened.config
-    steps = max(config.calib_steps, RECALIBRATION_BATCHES)
-    batches = iterate_batches(opened.data.train, config.batch_size)
-    recalibrate_bn(model, model.modules(), batches, steps)
-    model.eval()
+    return _Chosen(model, replace(meta, source=source))
 
 
 def _run_text(run: Path) -> str:

@@ -192,7 +192,7 @@ def _train_one(
             status,
         )
     if options.from_supernet:
-        model = supernet_model(run, space, candidate)
+        model = supernet_model(run, opened, candidate)
     else:
         model = build_seeded(lambda: space.build(g), options.seed)
     params, macs = _costs(model, data.info.input_shape)

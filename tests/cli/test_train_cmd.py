@@ -54,7 +54,7 @@ def test_trains_saves_and_reloads_to_the_reported_accuracy(run_dir: Path, opened
     assert info["recipe"]["steps"] == 2 and len(info["history"]) == 1
     assert cand.arch_id in result.output and "shufflenet_g8" in result.output
     # the saved weights, loaded into space.build(genotype), score what train.json says
-    model = trained_model(run_dir, opened.space, cand)
+    model, _ = trained_model(run_dir, opened.space, cand)
     data = limit_splits(opened.data, 256, 256)
     assert evaluate(model, data.test).accuracy == info["test_accuracy"]
 
