@@ -7,7 +7,6 @@ sees it. Unknown keys are rejected: a newer index must bump `schema_version`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from exporters.manifest import check_name
+from exporters.manifest import check_name, sha256_file
 from targets.errors import UnknownNameError, UserError
 
 SCHEMA_VERSION = 1
@@ -25,7 +24,6 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _INDEX_KEYS = {"schema_version", "models"}
 _ENTRY_KEYS = {"name", "version", "manifest_sha256", "summary", "files"}
 _SUMMARY_KEYS = {"test_accuracy", "params", "macs", "latency_ms", "targets"}
-_CHUNK = 1 << 20
 
 
 def blob_relpath(sha256: str) -> str:
@@ -34,13 +32,8 @@ def blob_relpath(sha256: str) -> str:
 
 
 def hash_file(path: Path) -> tuple[str, int]:
-    """(sha256 hex, size in bytes) of a file, read in chunks."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+    """(sha256 hex, size in bytes) of a file."""
+    return sha256_file(path), path.stat().st_size
 
 
 class ChecksumError(UserError):
