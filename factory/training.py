@@ -115,11 +115,13 @@ def augment_for(recipe: TrainRecipe, info: DatasetInfo) -> Augment:
 
 
 def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """A randomly cropped, flipped and erased copy of x (B, C, H, W): same shape and dtype."""
+    """A randomly cropped, flipped and erased copy of x (B, C, H, W): same shape and dtype.
+    The random draws come from the CPU `generator` wherever x lives, so a GPU run sees the
+    same augmentation as a CPU run with the same seed."""
     if aug.padding > 0:
         x = _random_crop(x, aug.padding, aug.fill, generator)
     if aug.hflip:
-        flip = torch.rand(x.shape[0], generator=generator) < 0.5
+        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
     if aug.erase_p > 0:
         x = _random_erase(x, aug.erase_p, generator)
@@ -132,12 +134,13 @@ def _random_crop(
     """Pad by `pad` px of `fill`, then cut a random (H, W) window per image. Two gathers
     (rows, then columns) are ~20x faster than one 4-D fancy index or a loop of slices."""
     b, c, h, w = x.shape
-    fill_t = torch.tensor(fill, dtype=x.dtype).view(1, c, 1, 1)
+    fill_t = torch.tensor(fill, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
     padded = F.pad(x - fill_t, (pad, pad, pad, pad)) + fill_t  # (B, C, H+2p, W+2p)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)).view(b, 1, h, 1).expand(b, c, h, w + 2 * pad)
-    cols = (dx[:, None] + torch.arange(w)).view(b, 1, 1, w).expand(b, c, h, w)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+    rows, cols = rows.expand(b, c, h, w + 2 * pad), cols.expand(b, c, h, w)
     return padded.gather(2, rows).gather(3, cols)
 
 
@@ -152,7 +155,8 @@ def _random_erase(x: torch.Tensor, p: float, generator: torch.Generator) -> torc
     y0 = (torch.rand(b, generator=generator) * (h - eh + 1)).long()
     x0 = (torch.rand(b, generator=generator) * (w - ew + 1)).long()
     on = torch.rand(b, generator=generator) < p
-    ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    eh, ew, y0, x0, on = (t.to(x.device) for t in (eh, ew, y0, x0, on))
+    ys, xs = torch.arange(h, device=x.device)[None, :], torch.arange(w, device=x.device)[None, :]
     in_rows = (ys >= y0[:, None]) & (ys < (y0 + eh)[:, None])  # (B, H)
     in_cols = (xs >= x0[:, None]) & (xs < (x0 + ew)[:, None])  # (B, W)
     box = in_rows[:, :, None] & in_cols[:, None, :] & on[:, None, None]  # (B, H, W)
@@ -214,15 +218,39 @@ def _channels_last(model: nn.Module, enabled: bool) -> Iterator[None]:
             model.to(memory_format=torch.contiguous_format)
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto` (a CUDA GPU when torch sees one, else the CPU), `cpu`, `cuda` or `cuda:N`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but torch sees no CUDA GPU here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device {name!r} asked for, but there are {torch.cuda.device_count()}")
+    return device
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, split: Split, batch_size: int = 512, channels_last: bool = True
+    model: nn.Module,
+    split: Split,
+    batch_size: int = 512,
+    channels_last: bool = True,
+    device: torch.device | None = None,
 ) -> EvalResult:
-    """Accuracy and mean cross-entropy of model (put in eval mode) over a whole split."""
+    """Accuracy and mean cross-entropy of model (put in eval mode) over a whole split,
+    computed on `device` (default: where the model's weights are)."""
     model.eval()
+    device = device or next(model.parameters()).device
     correct, loss_sum, seen = 0, 0.0, 0
     with _channels_last(model, channels_last):
         for x, y in iterate_batches(split, batch_size):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(_layout(x, channels_last))
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
@@ -230,6 +258,9 @@ def evaluate(
     if seen == 0:
         return EvalResult(0.0, float("nan"), 0)
     return EvalResult(correct / seen, loss_sum / seen, seen)
+
+
+SYNC_STEPS = 20  # training steps between reads of the running loss
 
 
 @dataclass(frozen=True)
@@ -258,10 +289,16 @@ def train_model(
     generator: torch.Generator,
     progress: Progress | None = None,
     label: str = "train",
+    device: torch.device | None = None,
 ) -> TrainResult:
     """Train `model` in place on data.train, validate each epoch on data.val, then test once
     on data.test. `generator` draws the batch order, the augmentation and (through a seed
-    for torch's global RNG) dropout, so the same generator state gives the same weights."""
+    for torch's global RNG) dropout, so the same generator state gives the same weights.
+    On a GPU `device` the model trains there and comes back to the CPU at the end."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels
+    model.to(device)
     loop = _Loop(model, data, recipe, generator, _schedule(recipe, len(data.train)))
     epochs = math.ceil(loop.sched.total_steps / loop.sched.steps_per_epoch)
     if progress is not None:
@@ -281,6 +318,7 @@ def train_model(
         if progress is not None and loop.task is not None:
             progress.remove_task(loop.task)
     test = evaluate(model, data.test, recipe.eval_batch_size, recipe.channels_last)
+    model.to("cpu")
     return TrainResult(tuple(history), test, len(data.train), loop.step, seconds)
 
 
@@ -307,10 +345,13 @@ class _Loop:
 
     def epoch(self, index: int) -> EpochRecord:
         """Up to one pass over the training split (it stops at the last scheduled step),
-        then the validation split."""
+        then the validation split. Loss and hits add up where the model lives and are read
+        back every SYNC_STEPS steps: a read per step would stall a GPU on every batch."""
         start = time.perf_counter()
         self.model.train()
-        loss_sum, correct, seen, steps, lr = 0.0, 0, 0, 0, 0.0
+        device = next(self.model.parameters()).device
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss * images, hits
+        seen, steps, lr, shown = 0, 0, 0.0, 0
         batches = iterate_batches(
             self.data.train, self.recipe.batch_size, True, self.generator, self.sched.drop_last
         )
@@ -321,12 +362,14 @@ class _Loop:
                 lr = lr_at(
                     self.step, self.sched.total_steps, self.sched.warmup_steps, self.recipe.lr
                 )
-                loss, hits = self._train_step(x, y, lr)
-                steps += 1
-                loss_sum, correct, seen = loss_sum + loss * len(y), correct + hits, seen + len(y)
-                if self.progress is not None and self.task is not None:
-                    status = f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}%"
-                    self.progress.update(self.task, advance=1, status=status)
+                sums += self._train_step(x.to(device), y.to(device), lr)
+                steps, seen = steps + 1, seen + len(y)
+                if steps % SYNC_STEPS == 0:
+                    self._report(sums, seen, advance=steps - shown)
+                    shown = steps
+            loss_sum, correct = self._checked(sums)
+            if self.progress is not None and self.task is not None:
+                self.progress.update(self.task, advance=steps - shown)
         val = evaluate(
             self.model, self.data.val, self.recipe.eval_batch_size, self.recipe.channels_last
         )
@@ -340,22 +383,34 @@ class _Loop:
             seconds=time.perf_counter() - start,
         )
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[float, int]:
-        """One SGD step on an augmented batch: (its loss, its correct predictions)."""
+    def _checked(self, sums: torch.Tensor) -> tuple[float, int]:
+        """(loss sum, hits) read back, or a clear error once the loss stopped being finite."""
+        loss_sum, hits = sums.tolist()
+        if not math.isfinite(loss_sum):
+            raise UserError(f"training diverged (loss {loss_sum} by step {self.step}); lower --lr")
+        return loss_sum, int(hits)
+
+    def _report(self, sums: torch.Tensor, seen: int, advance: int) -> None:
+        """Check the running sums and show them, moving the bar on by `advance` steps."""
+        loss_sum, correct = self._checked(sums)
+        if self.progress is not None and self.task is not None:
+            status = f"loss {loss_sum / seen:.3f} acc {100 * correct / seen:.1f}%"
+            self.progress.update(self.task, advance=advance, status=status)
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        """One SGD step on an augmented batch: (its loss * images, its correct predictions),
+        left on the model's device."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x = _layout(augment_batch(x, self.aug, self.generator), self.recipe.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.model(x)
         loss = self.criterion(logits, y)
-        if not torch.isfinite(loss):
-            raise UserError(
-                f"training diverged (loss {loss.item()} at step {self.step}); lower --lr"
-            )
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return loss.item(), int((logits.argmax(1) == y).sum())
+        hits = (logits.argmax(1) == y).sum()
+        return torch.stack([loss.detach().double() * len(y), hits.double()])
 
 
 def limit_splits(data: DataSplits, train_images: int | None, eval_images: int | None) -> DataSplits:

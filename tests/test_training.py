@@ -204,3 +204,32 @@ def test_evaluate_matches_a_direct_count(fmnist: DataSplits) -> None:
     assert result.accuracy == pytest.approx(float((logits.argmax(1) == y).float().mean()))
     expected = float(nn.functional.cross_entropy(logits, y))
     assert math.isclose(result.loss, expected, rel_tol=1e-5)
+
+
+def test_device_names_resolve_or_say_why() -> None:
+    from factory.training import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(UserError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+def test_a_gpu_learns_like_the_cpu_and_hands_the_model_back(fmnist: DataSplits) -> None:
+    from factory.training import resolve_device
+
+    data = limit_splits(fmnist, 1024, 500)
+    recipe = TrainRecipe(epochs=3, lr=0.2, erase_p=0.25)
+    accuracy = {}
+    for device in ("cpu", "cuda"):
+        model = build_seeded(tiny_cnn, 0)
+        result = train_model(model, data, recipe, gen(0), device=resolve_device(device))
+        assert next(model.parameters()).device.type == "cpu"
+        assert evaluate(model, data.test) == result.test
+        accuracy[device] = result.test.accuracy
+    assert accuracy["cuda"] > 0.3 and abs(accuracy["cuda"] - accuracy["cpu"]) < 0.05

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:  # imported lazily at run time to keep `factory --help` fast
+    import torch
     from rich.progress import Progress
     from torch import nn
 
@@ -75,6 +76,15 @@ def train(
             "cosine decay to 0.",
         ),
     ] = None,
+    erase: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Random erasing: the share of training images that get a random box blanked "
+            "(0.25-0.5 helps schedules of 20+ epochs; short ones do better without).",
+        ),
+    ] = 0.0,
     seed: Annotated[
         int, typer.Option(help="Seed of the initial weights, batch order and augmentation.")
     ] = 0,
@@ -82,6 +92,14 @@ def train(
         int | None,
         typer.Option(min=1, help="CPU threads for torch (default: torch's choice)."),
     ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Where to train: auto (a CUDA GPU if torch sees one, else the CPU), cpu, "
+            "cuda or cuda:N. A GPU trains a Fashion-MNIST epoch in seconds; the weights "
+            "and results are the same kind either way.",
+        ),
+    ] = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="Retrain models that already have weights.")
     ] = False,
@@ -99,14 +117,15 @@ def train(
     """Retrain chosen architectures of a search run on the full training split and test them.
 
     Recipe: SGD (Nesterov momentum 0.9, weight decay 5e-4), linear warm-up then cosine
-    learning rate, label smoothing 0.1, random crop + horizontal flip. Writes
+    learning rate, label smoothing 0.1, random crop + horizontal flip (+ erasing with --erase),
+    on a CUDA GPU when there is one. Writes
     RUN/trained/<arch_id>/model.safetensors and train.json, each model as soon as it is done,
     so Ctrl-C loses only the model in progress.
     """
     import torch
 
     from factory.trained import open_run, resolve_candidates
-    from factory.training import TrainRecipe
+    from factory.training import TrainRecipe, resolve_device
 
     default_epochs, default_lr = (
         (FINETUNE_EPOCHS, FINETUNE_LR) if from_supernet else (SCRATCH_EPOCHS, SCRATCH_LR)
@@ -115,12 +134,14 @@ def train(
         epochs=epochs if epochs is not None else default_epochs,
         batch_size=batch_size,
         lr=lr if lr is not None else default_lr * batch_size / 128,
+        erase_p=erase,
     )
     if threads is not None:
         torch.set_num_threads(threads)
+    where = resolve_device(device)
     opened = open_run(run)
     chosen = resolve_candidates(run, opened.space, list(candidate or []), pareto)
-    options = _Options(recipe, from_supernet, seed, force, limit_images, quiet)
+    options = _Options(recipe, from_supernet, seed, force, limit_images, quiet, where)
     rows = _train_all(run, opened, chosen, options)
     Console().print(_table(run, rows))
 
@@ -133,6 +154,7 @@ class _Options:
     force: bool
     limit_images: int | None
     quiet: bool
+    device: torch.device
 
 
 def _train_all(run: Path, opened: OpenRun, chosen: list[Candidate], options: _Options) -> list[Row]:
@@ -198,7 +220,9 @@ def _train_one(
     params, macs = _costs(model, data.info.input_shape)
     recipe = options.recipe
     generator = torch.Generator().manual_seed(options.seed)
-    result = train_model(model, data, recipe, generator, progress, label=candidate.name[:16])
+    result = train_model(
+        model, data, recipe, generator, progress, candidate.name[:16], options.device
+    )
     info = TrainedInfo(
         arch_id=candidate.arch_id,
         space=opened.config.space,
@@ -216,6 +240,7 @@ def _train_one(
             "train_images": result.train_images,
             "steps": result.steps,
             "threads": torch.get_num_threads(),
+            "device": _device_name(options.device),
             "name": candidate.name,
             "test_loss": result.test.loss,
         },
@@ -233,6 +258,13 @@ def _train_one(
         result.seconds,
         "trained",
     )
+
+
+def _device_name(device: torch.device) -> str:
+    """`cpu`, or the GPU's name (how long training took depends on it)."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _costs(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:

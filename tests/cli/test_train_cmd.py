@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from factory.cli.main import app
@@ -91,6 +92,7 @@ def test_pareto_from_supernet(run_dir: Path) -> None:
         (("-c", "nonexistent"), "candidate 'nonexistent' is not an architecture of this run"),
         ((), "choose models with --pareto or --candidate ID"),
         (("-c", "shufflenet_g1", "--lr", "0"), "learning rate must be positive"),
+        (("-c", "shufflenet_g1", "--device", "gpu0"), "unknown device 'gpu0'"),
     ],
 )
 def test_user_mistakes_are_one_line_exit_2(run_dir: Path, args: tuple, message: str) -> None:
@@ -98,6 +100,12 @@ def test_user_mistakes_are_one_line_exit_2(run_dir: Path, args: tuple, message: 
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without one")
+def test_asking_for_a_missing_gpu_says_so(run_dir: Path) -> None:
+    result = invoke(str(run_dir), "-c", "shufflenet_g1", "--device", "cuda")
+    assert result.exit_code == 2 and "torch sees no CUDA GPU" in result.output
 
 
 def test_help_says_what_an_epoch_costs() -> None:

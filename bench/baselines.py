@@ -1,0 +1,454 @@
+"""The searched front against hand-designed networks, trained and measured alike.
+
+Two steps, so the training can run where it is fast and the timing where it counts:
+
+    # 1. train the baselines with the recipe `factory train` uses (a GPU helps: --device cuda)
+    python bench/baselines.py train --epochs 30 --out runs/baselines
+    factory train RUN --pareto --epochs 30            # the front, same recipe and epochs
+    # 2. on the target (x86-cpu here): export every model to ONNX and time them all in one
+    #    run, interleaved round by round, then write docs/baselines.{md,png,json}
+    python bench/baselines.py measure --run RUN --baselines runs/baselines
+
+Baselines are torchvision's MobileNetV2, MobileNetV3-Small and ShuffleNetV2 at several width
+multipliers with their stems adapted to 28x28 (`factory/baselines.py`). Each is saved like a
+trained candidate of a run (`BASELINES/trained/<name>/model.safetensors` + train.json), so
+the same code reads both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DOCS = ROOT / "docs"
+# recipe fields that must agree for a fair comparison (threads, device, names may differ)
+RECIPE_KEYS = (
+    "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs",
+    "label_smoothing", "hflip", "erase_p", "augment", "train_images", "seed",
+)  # fmt: skip
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train each named baseline (default: all) and save it under OUT/trained/<name>/."""
+    import torch
+
+    from factory.baselines import default_baselines, parse_baseline
+    from factory.data import load_dataset
+    from factory.progress import make_progress
+    from factory.trained import INFO, TrainedInfo, save_trained, trained_dir
+    from factory.training import (
+        TrainRecipe,
+        augment_for,
+        build_seeded,
+        limit_splits,
+        resolve_device,
+        train_model,
+    )
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    chosen = [parse_baseline(b) for b in args.baseline] or default_baselines()
+    data = load_dataset("fashion-mnist", seed=args.seed)
+    if args.limit_images:
+        data = limit_splits(data, args.limit_images, args.limit_images)
+    spec = data.info.input_spec()
+    recipe = TrainRecipe(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr * args.batch_size / 128,
+        erase_p=args.erase,
+    )
+    for baseline in chosen:
+        if (trained_dir(args.out, baseline.name) / INFO).is_file() and not args.force:
+            print(f"{baseline.name}: already trained in {args.out} (--force retrains)")
+            continue
+        model = build_seeded(lambda b=baseline: b.build(spec), args.seed)
+        generator = torch.Generator().manual_seed(args.seed)
+        with make_progress(disable=args.quiet) as progress:
+            result = train_model(model, data, recipe, generator, progress, baseline.name, device)
+        info = TrainedInfo(
+            arch_id=baseline.name,
+            space="torchvision",
+            genotype=baseline.name,
+            dataset=data.info.name,
+            epochs=recipe.epochs,
+            from_supernet=False,
+            test_accuracy=result.test.accuracy,
+            test_images=result.test.images,
+            train_seconds=round(result.seconds, 2),
+            recipe={
+                **recipe.to_dict(),
+                "augment": dataclasses.asdict(augment_for(recipe, data.info)),
+                "seed": args.seed,
+                "train_images": result.train_images,
+                "steps": result.steps,
+                "threads": torch.get_num_threads(),
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "name": baseline.name,
+                "test_loss": result.test.loss,
+            },
+            history=result.history_dicts(),
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        save_trained(args.out, model, info)
+        print(
+            f"{baseline.name}: test accuracy {100 * result.test.accuracy:.2f} % after "
+            f"{recipe.epochs:g} epochs in {result.seconds:.0f} s on {info.recipe['device']}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train the baselines")
+    t.add_argument("--baseline", action="append", default=[], help="FAMILY@WIDTH (repeatable)")
+    t.add_argument("--epochs", type=float, default=5.0)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.1, help="peak learning rate for batch 128")
+    t.add_argument("--erase", type=float, default=0.0, help="random erasing probability")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--out", type=Path, default=ROOT / "runs" / "baselines")
+    t.add_argument("--force", action="store_true")
+    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--limit-images", type=int, default=0, help=argparse.SUPPRESS)
+    m = sub.add_parser("measure", help="export and time the front and the baselines")
+    m.add_argument("--run", type=Path, required=True, help="search run with trained front")
+    m.add_argument("--baselines", type=Path, default=ROOT / "runs" / "baselines")
+    m.add_argument("--rounds", type=int, default=7)
+    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--long", type=Path, help="run whose models were trained longer (94 %% goal)")
+    m.add_argument("--pairs", type=int, default=15, help="alternating pairs for the goal")
+    args = parser.parse_args()
+    if args.command == "train":
+        train(args)
+    else:
+        measure(args)
+
+
+@dataclasses.dataclass
+class Point:
+    """One trained network, exported to ONNX and timed."""
+
+    name: str
+    kind: str  # "searched" or the baseline family
+    params: int
+    macs: int
+    accuracy: float  # on the test split, from train.json
+    recipe: dict
+    onnx: bytes
+    latency_ms: list[float] = dataclasses.field(default_factory=list)  # a median per round
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.latency_ms)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of the per-round medians."""
+        return (max(self.latency_ms) - min(self.latency_ms)) / self.median_ms
+
+    def row(self) -> dict:
+        keep = ("name", "kind", "params", "macs", "accuracy", "latency_ms")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in keep} | {
+            "median_ms": self.median_ms,
+            "spread": self.spread,
+            "epochs": self.recipe["epochs"],
+        }
+
+
+def load_points(run: Path, baselines: Path) -> list[Point]:
+    """The run's trained candidates and every trained baseline, each exported to ONNX."""
+    import torch
+
+    from factory.baselines import parse_baseline
+    from factory.trained import INFO, TRAINED, load_trained, open_run
+
+    opened = open_run(run)
+    spec = opened.data.info.input_spec()
+    images = opened.data.test.take(torch.arange(7))[0].numpy()
+    points = []
+    for home in (run, baselines):
+        for d in sorted(p for p in (home / TRAINED).iterdir() if (p / INFO).is_file()):
+            state, info = load_trained(home, d.name)
+            if home == run:
+                kind, model = "searched", opened.space.build(opened.space.parse(info.genotype))
+            else:
+                baseline = parse_baseline(d.name)
+                kind, model = baseline.family, baseline.build(spec)
+            model.load_state_dict(state)
+            points.append(_point(d.name, kind, model.eval(), info, images))
+            print(f"exported {d.name}", flush=True)
+    torch.set_num_threads(1)
+    return points
+
+
+def _point(name: str, kind: str, model, info, images) -> Point:
+    from exporters.bundle import ExportSettings, export_fp32
+    from profilers.flops import count_costs
+
+    costs = count_costs(model, (1, *images.shape[1:]))
+    onnx, _ = export_fp32(model, tuple(images.shape[1:]), ExportSettings(), images)
+    return Point(name, kind, costs.params, costs.macs, info.test_accuracy, info.recipe, onnx)
+
+
+def time_all(points: list[Point], rounds: int) -> dict:
+    """Every model once per round on x86-cpu, the order rotating from round to round, so a
+    change of load touches all of them alike. Returns the first measurement's context."""
+    from profilers.base import ProfileSettings
+    from profilers.registry import get_profiler
+    from targets import get_target
+
+    target = get_target("x86-cpu")
+    profiler = get_profiler(target)
+    settings = ProfileSettings(warmup_ms=100, min_duration_ms=400, min_iters=20, batch=1)
+    context = {}
+    for r in range(rounds):
+        order = points[r % len(points) :] + points[: r % len(points)]
+        for p in order:
+            m = profiler.profile(p.onnx, target, None, settings)
+            p.latency_ms.append(m.latency_ms.median)
+            context = context or {
+                "runtime": f"{m.runtime} {m.runtime_version}",
+                "provider": m.provider,
+                "threads": m.threads,
+                "input_shape": list(m.input_shape),
+            }
+        print(f"round {r + 1}/{rounds} done", flush=True)
+    return context
+
+
+def front_of(points: list[Point]) -> list[Point]:
+    """The searched points no other searched point beats on both accuracy and latency."""
+    searched = [p for p in points if p.kind == "searched"]
+    return [
+        p
+        for p in searched
+        if not any(
+            q.accuracy >= p.accuracy
+            and q.median_ms <= p.median_ms
+            and q is not p
+            and (q.accuracy > p.accuracy or q.median_ms < p.median_ms)
+            for q in searched
+        )
+    ]
+
+
+def dominators(baseline: Point, front: list[Point]) -> list[Point]:
+    """Front points at least as accurate and at least as fast as the baseline."""
+    return [
+        p for p in front if p.accuracy >= baseline.accuracy and p.median_ms <= baseline.median_ms
+    ]
+
+
+def recipe_mismatches(points: list[Point]) -> list[str]:
+    """Recipe fields on which some network differs from the first one."""
+    first = points[0].recipe
+    return [
+        f"{k}: {p.name} has {p.recipe.get(k)!r}, {points[0].name} {first.get(k)!r}"
+        for p in points[1:]
+        for k in RECIPE_KEYS
+        if p.recipe.get(k) != first.get(k)
+    ]
+
+
+def plot(points: list[Point], front: list[Point], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    markers = {"mobilenet_v2": "s", "mobilenet_v3_small": "^", "shufflenet_v2": "D"}
+    for kind, marker in markers.items():
+        pts = sorted((p for p in points if p.kind == kind), key=lambda p: p.median_ms)
+        ax.plot([p.median_ms for p in pts], [100 * p.accuracy for p in pts], marker=marker,
+                linestyle=":", label=f"{kind} (widths)")  # fmt: skip
+        for p in pts:
+            ax.annotate(p.name.split("@")[1], (p.median_ms, 100 * p.accuracy), fontsize=7,
+                        xytext=(3, -9), textcoords="offset points")  # fmt: skip
+    searched = [p for p in points if p.kind == "searched"]
+    ax.scatter([p.median_ms for p in searched], [100 * p.accuracy for p in searched],
+               marker="o", facecolors="none", edgecolors="black", label="searched")  # fmt: skip
+    f = sorted(front, key=lambda p: p.median_ms)
+    ax.plot([p.median_ms for p in f], [100 * p.accuracy for p in f], "o-", color="crimson",
+            label="searched front")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("latency, ms (x86-cpu, ONNX Runtime, batch 1, 1 thread; median of rounds)")
+    ax.set_ylabel("Fashion-MNIST test accuracy, %")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def measure(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    points = load_points(args.run, args.baselines)
+    context = time_all(points, args.rounds)
+    front = front_of(points)
+    rows = [
+        "| network | kind | params | MACs | test acc | latency ms (median) | spread | "
+        "beaten by (front) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    verdicts = {}
+    for p in sorted(points, key=lambda p: p.median_ms):
+        beaten = dominators(p, front) if p.kind != "searched" else []
+        verdicts[p.name] = [q.name for q in beaten]
+        mark = " **front**" if p in front else ""
+        rows.append(
+            f"| {p.name}{mark} | {p.kind} | {p.params / 1e6:.3f} M | {p.macs / 1e6:.2f} M | "
+            f"{100 * p.accuracy:.2f} % | {p.median_ms:.3f} | {100 * p.spread:.0f} % | "
+            f"{', '.join(verdicts[p.name]) if p.kind != 'searched' else ''} |"
+        )
+    baselines = [p for p in points if p.kind != "searched"]
+    beaten = sum(bool(verdicts[p.name]) for p in baselines)
+    plot(points, front, DOCS / "baselines.png")
+    goal = long_goal(args.long, points, args.pairs) if args.long else None
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "measurement": context | {"rounds": args.rounds},
+        "recipe": points[0].recipe,
+        "recipe_mismatches": recipe_mismatches(points),
+        "points": [p.row() for p in points],
+        "front": [p.name for p in front],
+        "baselines_dominated": beaten,
+        "baselines": len(baselines),
+        "goal": goal,
+    }
+    (DOCS / "baselines.json").write_text(json.dumps(result, indent=2) + "\n")
+    (DOCS / "baselines.md").write_text(report(result, rows))
+    print("\n".join(rows))
+    print(f"front dominates {beaten} of {len(baselines)} baseline points")
+
+
+def long_goal(long_run: Path, points: list[Point], pairs: int) -> dict:
+    """The 94 % goal: the most accurate long-trained searched model (<= 0.3 M params) against
+    MobileNetV3-Small in alternating pairs, a sharper test than the rounds above."""
+    from factory.trained import INFO, TRAINED, load_trained
+    from profilers.base import ProfileSettings
+    from profilers.registry import get_profiler
+    from targets import get_target
+
+    by_name = {p.name: p for p in points}
+    trained = [load_trained(long_run, d.name)[1] for d in (long_run / TRAINED).iterdir()
+               if (d / INFO).is_file() and d.name in by_name]  # fmt: skip
+    small = [i for i in trained if by_name[i.arch_id].params <= 300_000]
+    best = max(small, key=lambda i: i.test_accuracy)
+    ours, theirs = by_name[best.arch_id], by_name["mobilenet_v3_small@1"]
+    target = get_target("x86-cpu")
+    settings = ProfileSettings(warmup_ms=100, min_duration_ms=400, min_iters=20, batch=1)
+    paired = get_profiler(target).compare(ours.onnx, theirs.onnx, target, pairs, settings)
+    return {
+        "arch_id": best.arch_id,
+        "epochs": best.epochs,
+        "test_accuracy": best.test_accuracy,
+        "params": ours.params,
+        "device": best.recipe.get("device"),
+        "train_seconds": best.train_seconds,
+        "others": {i.arch_id: i.test_accuracy for i in trained},
+        "vs": theirs.name,
+        "latency_ratio": paired.ratio,
+        "pairs_faster": sum(r < 1 for r in paired.ratios),
+        "ratio_spread": paired.spread,
+        "pairs": pairs,
+    }
+
+
+def machine() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def report(result: dict, rows: list[str]) -> str:
+    recipe = result["recipe"]
+    fair = (
+        "every network was trained with exactly this recipe"
+        if not result["recipe_mismatches"]
+        else "**recipes differ:** " + "; ".join(result["recipe_mismatches"])
+    )
+    m = result["measurement"]
+    return "\n".join(
+        [
+            "# Searched front vs hand-designed networks",
+            "",
+            f"Generated by `{result['command']}` on {result['date']} ({result['machine']}). "
+            "Do not edit by hand.",
+            "",
+            f"Training: {recipe['epochs']:g} epochs, batch {recipe['batch_size']}, peak lr "
+            f"{recipe['lr']:g}, SGD Nesterov, weight decay {recipe['weight_decay']:g}, label "
+            f"smoothing {recipe['label_smoothing']:g}, crop + flip, random erasing "
+            f"{recipe['erase_p']:g}, seed {recipe['seed']}, {recipe['train_images']} training "
+            f"images, on {recipe['device']}; {fair}. Test accuracy on the 10,000 test images.",
+            "",
+            f"Latency: every network exported to ONNX (opset 17, slimmed) and timed on x86-cpu "
+            f"({m['runtime']}, {m['provider']}, {m['threads']} thread, input "
+            f"{'x'.join(map(str, m['input_shape']))}) in one process, {m['rounds']} rounds, the "
+            "order rotating each round; the table gives the median of the per-round medians and "
+            "their spread ((max - min) / median).",
+            "",
+            f"**The searched front dominates {result['baselines_dominated']} of "
+            f"{result['baselines']} baseline points** (a baseline counts as dominated when a "
+            "front network is at least as accurate and at least as fast).",
+            "",
+            "![accuracy vs latency](baselines.png)",
+            "",
+            *rows,
+            "",
+            *goal_lines(result["goal"]),
+        ]
+    )
+
+
+def goal_lines(goal: dict | None) -> list[str]:
+    if goal is None:
+        return []
+    faster = goal["latency_ratio"] < 1 and goal["pairs_faster"] >= 2 * goal["pairs"] / 3
+    met = goal["test_accuracy"] >= 0.94 and goal["params"] <= 300_000 and faster
+    others = ", ".join(f"{a} {100 * v:.2f} %" for a, v in sorted(goal["others"].items()))
+    return [
+        "## Goal: >= 94.0 % with <= 0.3 M parameters, faster than MobileNetV3-Small",
+        "",
+        f"Trained for {goal['epochs']:g} epochs (same recipe otherwise, on {goal['device']}, "
+        f"{goal['train_seconds'] / 60:.0f} min): {others}. The best, **{goal['arch_id']}**, "
+        f"has **{100 * goal['test_accuracy']:.2f} %** test accuracy with "
+        f"{goal['params'] / 1e6:.3f} M parameters. Its latency against {goal['vs']} in "
+        f"{goal['pairs']} alternating pairs: **{goal['latency_ratio']:.3f}x** (spread "
+        f"{100 * goal['ratio_spread']:.0f} %; below 1 is faster), faster in "
+        f"{goal['pairs_faster']} of {goal['pairs']} pairs. Goal **{'met' if met else 'not met'}"
+        "** (faster means a median ratio below 1 *and* faster in at least two thirds of the "
+        "pairs).",
+        "",
+    ]
+
+
+if __name__ == "__main__":
+    main()
