@@ -25,11 +25,13 @@ data: $(BIN)/factory
 		$(BIN)/python -c "from factory.data import download_fashion_mnist as d; print(d())"; \
 	fi
 
+# search -> train (1 epoch) -> export -> report.md, about 30-40 min on 2 cores; re-run with
+# DEMO=runs/demo-... to continue one that was interrupted
+DEMO ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: setup
 	$(BIN)/factory --version
 	$(BIN)/factory targets
-	$(BIN)/factory spaces show shufflenet -g shufflenet_g3
-	$(BIN)/factory search
+	$(BIN)/python bench/demo.py --out $(DEMO)
 
 lint: $(BIN)/factory
 	$(BIN)/ruff check .

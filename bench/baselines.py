@@ -24,7 +24,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +44,9 @@ def train(args: argparse.Namespace) -> None:
     from factory.baselines import default_baselines, parse_baseline
     from factory.data import load_dataset
     from factory.progress import make_progress
-    from factory.trained import INFO, TrainedInfo, save_trained, trained_dir
+    from factory.trained import INFO, describe_training, save_trained, trained_dir
     from factory.training import (
         TrainRecipe,
-        augment_for,
         build_seeded,
         limit_splits,
         resolve_device,
@@ -77,30 +75,10 @@ def train(args: argparse.Namespace) -> None:
         generator = torch.Generator().manual_seed(args.seed)
         with make_progress(disable=args.quiet) as progress:
             result = train_model(model, data, recipe, generator, progress, baseline.name, device)
-        info = TrainedInfo(
-            arch_id=baseline.name,
-            space="torchvision",
-            genotype=baseline.name,
-            dataset=data.info.name,
-            epochs=recipe.epochs,
-            from_supernet=False,
-            test_accuracy=result.test.accuracy,
-            test_images=result.test.images,
-            train_seconds=round(result.seconds, 2),
-            recipe={
-                **recipe.to_dict(),
-                "augment": dataclasses.asdict(augment_for(recipe, data.info)),
-                "seed": args.seed,
-                "train_images": result.train_images,
-                "steps": result.steps,
-                "threads": torch.get_num_threads(),
-                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                "name": baseline.name,
-                "test_loss": result.test.loss,
-            },
-            history=result.history_dicts(),
-            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        )
+        info = describe_training(
+            (baseline.name, baseline.name, baseline.name), "torchvision", data, recipe, result,
+            args.seed, device=device,
+        )  # fmt: skip
         save_trained(args.out, model, info)
         print(
             f"{baseline.name}: test accuracy {100 * result.test.accuracy:.2f} % after "

@@ -56,10 +56,10 @@ def budgets(generations: int, population: int) -> dict[str, dict[str, object]]:
     }
 
 
-def hypervolume(records, lat_ref: float) -> float:
-    """HV of the front in (error, latency / lat_ref) space with reference point (1, 1)."""
-    front = pareto_front(records, OBJECTIVES)
-    F = np.array([[1 - r.value("accuracy"), r.value("latency_ms") / lat_ref] for r in front])
+def hypervolume(records, cost_ref: float, cost: str = "latency_ms") -> float:
+    """HV of the front in (error, cost / cost_ref) space with reference point (1, 1)."""
+    front = pareto_front(records, ("accuracy", cost))
+    F = np.array([[1 - r.value("accuracy"), r.value(cost) / cost_ref] for r in front])
     return float(HV(ref_point=np.array([1.0, 1.0]))(F))
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from factory.search.runner import load_run_config
 from factory.search.store import RunStore
 from factory.spaces import get_space
 from factory.spaces.base import Genotype, SearchSpace
+from factory.training import TrainRecipe, TrainResult, augment_for, device_name
 from targets.atomic import fsync_dir
 from targets.errors import UserError
 
@@ -68,6 +70,45 @@ class TrainedInfo:
     def from_dict(cls, data: dict[str, Any]) -> TrainedInfo:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def describe_training(
+    names: tuple[str, str, str],
+    space: str,
+    data: DataSplits,
+    recipe: TrainRecipe,
+    result: TrainResult,
+    seed: int,
+    from_supernet: bool = False,
+    device: torch.device | None = None,
+) -> TrainedInfo:
+    """The train.json of one finished training of `names` = (arch_id, the genotype's text
+    form, display name): the full recipe, where it ran and what it scored."""
+    arch_id, genotype, name = names
+    return TrainedInfo(
+        arch_id=arch_id,
+        space=space,
+        genotype=genotype,
+        dataset=data.info.name,
+        epochs=recipe.epochs,
+        from_supernet=from_supernet,
+        test_accuracy=result.test.accuracy,
+        test_images=result.test.images,
+        train_seconds=round(result.seconds, 2),
+        recipe={
+            **recipe.to_dict(),
+            "augment": dataclasses.asdict(augment_for(recipe, data.info)),
+            "seed": seed,
+            "train_images": result.train_images,
+            "steps": result.steps,
+            "threads": torch.get_num_threads(),
+            "device": device_name(device or torch.device("cpu")),
+            "name": name,
+            "test_loss": result.test.loss,
+        },
+        history=result.history_dicts(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
 
 
 @dataclass(frozen=True)

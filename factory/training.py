@@ -235,6 +235,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def device_name(device: torch.device) -> str:
+    """`cpu`, or the GPU's name: how long a training took depends on it."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,

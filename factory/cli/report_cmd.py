@@ -1,4 +1,5 @@
-"""`factory report RUN`: the Pareto front of a search run as a table or JSON."""
+"""`factory report RUN`: the Pareto front of a search run as a table or JSON, or a
+Markdown report page (`--markdown`, written by `factory.run_report`)."""
 
 from __future__ import annotations
 
@@ -10,32 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from factory.run_report import FORMATS, load_pareto, write_report
 from targets.errors import UserError
-
-
-def _load(run_dir: Path) -> dict:
-    path = run_dir / "pareto.json"
-    if not path.exists():
-        raise UserError(
-            f"{run_dir} has no pareto.json (is it a run directory of `factory search`?)"
-        )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from exc
-
-
-_FORMATS = {
-    "accuracy": lambda v: f"{100 * v:.2f} %",
-    "latency_ms": lambda v: f"{v:.3f} ms",
-    "macs": lambda v: f"{v / 1e6:.2f} M",
-    "params": lambda v: f"{v / 1e6:.3f} M",
-}
 
 
 def print_front(run_dir: Path) -> None:
     """Print the front of a run as a table."""
-    doc = _load(run_dir)
+    doc = load_pareto(run_dir)
     objectives = doc["objectives"]
     table = Table(
         "arch_id",
@@ -48,14 +30,14 @@ def print_front(run_dir: Path) -> None:
     for row in doc["front"]:
         table.add_row(
             row["arch_id"],
-            *(_FORMATS[o](row[o]) for o in objectives),
+            *(FORMATS[o](row[o]) for o in objectives),
             f"{row['phase']} {row['step']}",
             row["genotype"],
         )
     for name, row in doc.get("references", {}).items():
         table.add_row(
             f"[dim]{name}[/dim]",
-            *(f"[dim]{_FORMATS[o](row[o])}[/dim]" for o in objectives),
+            *(f"[dim]{FORMATS[o](row[o])}[/dim]" for o in objectives),
             "[dim]manual[/dim]",
             f"[dim]{row['genotype']}[/dim]",
         )
@@ -65,9 +47,27 @@ def print_front(run_dir: Path) -> None:
 def report(
     run: Annotated[Path, typer.Argument(help="A run directory written by `factory search`.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print pareto.json.")] = False,
+    markdown: Annotated[
+        bool,
+        typer.Option(
+            "--markdown",
+            help="Write RUN/report.md (front, trained models, exported bundles, plots) "
+            "and print its path.",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where --markdown writes the page (plots go next to it)."),
+    ] = None,
 ) -> None:
-    """Print the Pareto front of a search run (manual architectures shown dimmed)."""
+    """Print the Pareto front of a search run (manual architectures shown dimmed), or with
+    --markdown write a report page with plots."""
+    if out is not None and not markdown:
+        raise UserError("--out is where --markdown writes its page; add --markdown")
+    if markdown:
+        typer.echo(str(write_report(run, out)))
+        return
     if as_json:
-        typer.echo(json.dumps(_load(run), indent=2))
+        typer.echo(json.dumps(load_pareto(run), indent=2))
         return
     print_front(run)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -190,13 +189,13 @@ def _train_one(
 
     from factory.trained import (
         INFO,
-        TrainedInfo,
+        describe_training,
         load_trained,
         save_trained,
         supernet_model,
         trained_dir,
     )
-    from factory.training import augment_for, build_seeded, train_model
+    from factory.training import build_seeded, train_model
 
     space, g = opened.space, candidate.genotype
     if (trained_dir(run, candidate.arch_id) / INFO).is_file() and not options.force:
@@ -223,29 +222,15 @@ def _train_one(
     result = train_model(
         model, data, recipe, generator, progress, candidate.name[:16], options.device
     )
-    info = TrainedInfo(
-        arch_id=candidate.arch_id,
-        space=opened.config.space,
-        genotype=space.format(g),
-        dataset=data.info.name,
-        epochs=recipe.epochs,
-        from_supernet=options.from_supernet,
-        test_accuracy=result.test.accuracy,
-        test_images=result.test.images,
-        train_seconds=round(result.seconds, 2),
-        recipe={
-            **recipe.to_dict(),
-            "augment": asdict(augment_for(recipe, data.info)),
-            "seed": options.seed,
-            "train_images": result.train_images,
-            "steps": result.steps,
-            "threads": torch.get_num_threads(),
-            "device": _device_name(options.device),
-            "name": candidate.name,
-            "test_loss": result.test.loss,
-        },
-        history=result.history_dicts(),
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    info = describe_training(
+        (candidate.arch_id, space.format(g), candidate.name),
+        opened.config.space,
+        data,
+        recipe,
+        result,
+        options.seed,
+        options.from_supernet,
+        options.device,
     )
     save_trained(run, model, info)
     return Row(
@@ -258,13 +243,6 @@ def _train_one(
         result.seconds,
         "trained",
     )
-
-
-def _device_name(device: torch.device) -> str:
-    """`cpu`, or the GPU's name (how long training took depends on it)."""
-    import torch
-
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _costs(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:

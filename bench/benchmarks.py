@@ -1,0 +1,163 @@
+"""docs/benchmarks.md: every goal of the project against what the bench scripts measured.
+
+Reads only what the scripts wrote (docs/*.json and the tables of their generated pages), so
+no figure here is typed by hand; each row links the page with the command, machine and date.
+A page that was never generated shows as "not run".
+
+    python bench/benchmarks.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def table(page: str, first_header: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table in docs/`page` whose first header cell is given."""
+    lines = (DOCS / page).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(
+            dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=False))
+        )
+    return rows
+
+
+def number(cell: str) -> float:
+    return float(re.sub(r"[^0-9.+-]", "", cell.split("/")[-1]))
+
+
+def load(name: str) -> dict:
+    return json.loads((DOCS / name).read_text())
+
+
+Row = tuple[str, str, str, bool | None, str]  # goal, target, measured, met, page
+
+
+def demo() -> list[Row]:
+    d = load("demo.json")
+    total = d["total_s"] / 60
+    return [("demo: search -> train -> export -> report", "<= 45 min on 2 cores",
+             f"{total:.1f} min", total <= 45, "demo.md")]  # fmt: skip
+
+
+def baselines() -> list[Row]:
+    d = load("baselines.json")
+    rows: list[Row] = [
+        ("searched front dominates every hand-designed baseline", f"{d['baselines']} of "
+         f"{d['baselines']}", f"{d['baselines_dominated']} of {d['baselines']}",
+         d["baselines_dominated"] == d["baselines"], "baselines.md"),
+    ]  # fmt: skip
+    g = d.get("goal")
+    if g:
+        faster = g["latency_ratio"] < 1 and g["pairs_faster"] >= 2 * g["pairs"] / 3
+        rows += [
+            ("searched model, test accuracy", ">= 94.0 %", f"{100 * g['test_accuracy']:.2f} % "
+             f"({g['arch_id']}, {g['epochs']:g} epochs)", g["test_accuracy"] >= 0.94,
+             "baselines.md"),
+            ("... with parameters", "<= 0.3 M", f"{g['params'] / 1e6:.3f} M",
+             g["params"] <= 300_000, "baselines.md"),
+            ("... latency vs MobileNetV3-Small (x86-cpu)", "< 1x", f"{g['latency_ratio']:.3f}x, "
+             f"faster in {g['pairs_faster']} of {g['pairs']} pairs", faster, "baselines.md"),
+        ]  # fmt: skip
+    return rows
+
+
+def strategies() -> list[Row]:
+    hv = {r["strategy"]: number(r["vs random"]) for r in table("strategies.md", "strategy")}
+    spread = table("strategies.md", "generation")[-1]
+    top = {k: number(v) for k, v in spread.items() if k != "generation"}
+    return [
+        *((f"hypervolume of {s} vs random search", ">= 1.1x", f"{hv[s]:.3f}x", hv[s] >= 1.1,
+           "strategies.md") for s in ("pnsga3", "cycle-annealing")),
+        ("CARS: large models kept (largest latency in the last population)",
+         "pNSGA-III > NSGA-III", " vs ".join(f"{k.split()[0]} {v:.3f} ms" for k, v in top.items()),
+         top[next(k for k in top if k.startswith("pnsga3"))]
+         > top[next(k for k in top if k.startswith("nsga3"))], "strategies.md"),
+    ]  # fmt: skip
+
+
+def lut() -> list[Row]:
+    rows = table("latency_tables.md", "space")
+    out: list[Row] = []
+    for space in dict.fromkeys(r["space"] for r in rows):
+        best = min(number(r["MAPE"]) for r in rows if r["space"] == space)
+        goal = f"latency table MAPE, {space} (best row of the bench)"
+        out.append((goal, "<= 3 %", f"{best:.1f} %", best <= 3.0, "latency_tables.md"))
+    return out
+
+
+def canas() -> list[Row]:
+    d = load("canas.json")
+    hv = d["hypervolume"]
+    ratio = hv["cycle-annealing"] / hv["mnas (all runs)"]
+    c_ca, c_mnas = (
+        d["coverage"]["C(cycle-annealing, mnas)"],
+        d["coverage"]["C(mnas, cycle-annealing)"],
+    )
+    measured = f"{ratio:.3f}x; coverage C(CA, Mnas) {c_ca:.2f}, C(Mnas, CA) {c_mnas:.2f}"
+    goal = "CANAS: one cycle-annealing run vs MnasNet runs of the same cost (hypervolume)"
+    return [(goal, "> 1x", measured, ratio > 1, "canas.md")]
+
+
+def vgg_lite() -> list[Row]:
+    d = load("vgg_lite.json")
+    level, reached = list(d["to_reach"].items())[1]
+    a, b = reached["from VGG-11"], reached["random start"]
+    met = a is not None and (b is None or a < b)
+    return [(f"VGG-Lite: evaluations to reach {level}", "VGG-11 start < random start",
+             f"{a or 'never'} vs {b or 'never'}", met, "vgg_lite.md")]  # fmt: skip
+
+
+SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
+    ("demo", demo),
+    ("against hand-designed networks", baselines),
+    ("strategies", strategies),
+    ("latency tables", lut),
+    ("CANAS", canas),
+    ("VGG-Lite", vgg_lite),
+]
+
+
+def main() -> None:
+    lines = [
+        "# Benchmarks: the goals and what was measured",
+        "",
+        "Generated by `python bench/benchmarks.py` from the pages the bench scripts wrote; "
+        "each linked page names the command, the machine, the date and the statistics. "
+        "Do not edit by hand.",
+        "",
+        "| goal | target | measured | met | details |",
+        "|---|---|---|:---:|---|",
+    ]
+    for name, section in SECTIONS:
+        try:
+            rows = section()
+        except (OSError, StopIteration, KeyError, ValueError) as exc:
+            lines.append(f"| {name} | | not run ({type(exc).__name__}) | | |")
+            continue
+        for goal, target, measured, met, page in rows:
+            mark = {True: "yes", False: "**no**", None: ""}[met]
+            lines.append(f"| {goal} | {target} | {measured} | {mark} | [{page}]({page}) |")
+    lines += [
+        "",
+        "Pages: [demo](demo.md), [baselines](baselines.md), [strategies](strategies.md), "
+        "[latency tables](latency_tables.md), [CANAS](canas.md), [VGG-Lite](vgg_lite.md), "
+        "[prebuilt models, INT8 vs FP32](prebuilt.md), [profiler](profiler.md).",
+        "",
+    ]
+    (DOCS / "benchmarks.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
