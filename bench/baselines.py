@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -244,12 +243,9 @@ def recipe_mismatches(points: list[Point]) -> list[str]:
 
 
 def plot(points: list[Point], front: list[Point], path: Path) -> None:
-    import matplotlib
+    from plots import new_axes, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    fig, ax = new_axes(7.5, 4.8)
     markers = {"mobilenet_v2": "s", "mobilenet_v3_small": "^", "shufflenet_v2": "D"}
     for kind, marker in markers.items():
         pts = sorted((p for p in points if p.kind == kind), key=lambda p: p.median_ms)
@@ -265,17 +261,13 @@ def plot(points: list[Point], front: list[Point], path: Path) -> None:
     ax.plot([p.median_ms for p in f], [100 * p.accuracy for p in f], "o-", color="crimson",
             label="searched front")  # fmt: skip
     ax.set_xscale("log")
-    ax.set_xlabel("latency, ms (x86-cpu, ONNX Runtime, batch 1, 1 thread; median of rounds)")
-    ax.set_ylabel("Fashion-MNIST test accuracy, %")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    xlabel = "latency, ms (x86-cpu, ONNX Runtime, batch 1, 1 thread; median of rounds)"
+    save(fig, ax, path, xlabel, "Fashion-MNIST test accuracy, %", legend="lower right")
 
 
 def measure(args: argparse.Namespace) -> None:
     import torch
+    from machine import describe_machine
 
     torch.set_num_threads(args.threads)
     points = load_points(args.run, args.baselines)
@@ -303,7 +295,7 @@ def measure(args: argparse.Namespace) -> None:
     result = {
         "command": " ".join(["python", *sys.argv]),
         "date": dt.date.today().isoformat(),
-        "machine": machine(),
+        "machine": describe_machine(),
         "measurement": context | {"rounds": args.rounds},
         "recipe": points[0].recipe,
         "recipe_mismatches": recipe_mismatches(points),
@@ -350,20 +342,6 @@ def long_goal(long_run: Path, points: list[Point], pairs: int) -> dict:
         "ratio_spread": paired.spread,
         "pairs": pairs,
     }
-
-
-def machine() -> str:
-    import os
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def report(result: dict, rows: list[str]) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from plots import new_axes, save
 from strategies import hypervolume
 
 from factory.search.config import SearchConfig
@@ -183,12 +184,7 @@ def _report(s: dict, args: argparse.Namespace) -> str:
 
 
 def _plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = new_axes()
     for name, recs in results.items():
         xs = [r.value("macs") / 1e6 for r in recs]
         ys = [100 * r.value("accuracy") for r in recs]
@@ -197,13 +193,7 @@ def _plot(results: dict, path: Path) -> None:
         front = pareto_front(recs, OBJECTIVES)
         ax.plot([r.value("macs") / 1e6 for r in front], [100 * r.value("accuracy") for r in front],
                 "o-", ms=4, drawstyle="steps-post", label=name, **style)  # fmt: skip
-    ax.set_xlabel("MACs (M)")
-    ax.set_ylabel("supernet validation accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, ax, path, "MACs (M)", "supernet validation accuracy (%)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from plots import new_axes, save
 from pymoo.indicators.hv import HV
 
 from factory.search.config import SearchConfig
@@ -143,12 +144,7 @@ def main() -> None:
 
 
 def _plot(results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = new_axes()
     for name, (recs, _) in results.items():
         front = pareto_front(recs, OBJECTIVES)
         ax.plot(
@@ -159,13 +155,7 @@ def _plot(results, path: Path) -> None:
             drawstyle="steps-post",
             label=name,
         )
-    ax.set_xlabel("latency on x86-cpu (ms)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, ax, path, "latency on x86-cpu (ms)", "validation accuracy (%)")
 
 
 if __name__ == "__main__":

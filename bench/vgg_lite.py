@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from plots import new_axes, save
 
 from factory.search.config import SearchConfig
 from factory.search.runner import run_search
@@ -135,21 +136,10 @@ def _report(s: dict, args: argparse.Namespace) -> str:
 
 
 def _plot(curves: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = new_axes(height=4.0)
     for name, curve in curves.items():
         ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], label=name)
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel("best validation accuracy so far (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, ax, path, "evaluations", "best validation accuracy so far (%)")
 
 
 if __name__ == "__main__":
