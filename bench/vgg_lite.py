@@ -1,14 +1,15 @@
 """VGG-Lite's claim in miniature: a search started from VGG-11 against one started at random.
 
 Bao et al. start their chain search from VGG-11 instead of random networks, which removed
-most useless early candidates. Here two pNSGA-III runs on the `vgg` space differ only in
-`--init vgg11` (VGG-11 in the first population; the rest random as usual), with the same
-seed, supernet budget and evaluations. Reported: the best validation accuracy after each
-evaluation, the evaluations each needed to reach shares of the best accuracy either run saw,
-and the share of useless candidates (under half that best) in the first generation.
-Cost is MACs, so no timing noise enters. Writes docs/vgg_lite.{md,png,json}.
+most useless early candidates. Here pairs of pNSGA-III runs on the `vgg` space differ only in
+`--init vgg11` (VGG-11 and near variants of it fill half the first population; the rest is
+random as usual), with the same seed, supernet budget and evaluations, over several seeds.
+Reported: the best validation accuracy after each evaluation, the evaluations each run needed
+to reach shares of the best accuracy any run saw, and the share of useless candidates (under
+half that best) after the warm-up. Cost is MACs, so no timing noise enters. Writes
+docs/vgg_lite.{md,png,json}.
 
-    python bench/vgg_lite.py [--generations 3] [--population 12] [--train-size 4000]
+    python bench/vgg_lite.py [--generations 5] [--population 12] [--train-size 6000] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -47,48 +48,61 @@ def evaluations_to_reach(curve: list[float], level: float) -> int | None:
     return next((i + 1 for i, v in enumerate(curve) if v >= level), None)
 
 
+def median_evals(values: list[int | None]) -> float | None:
+    """Median over seeds, a run that never got there counting as infinitely many."""
+    ordered = sorted(v if v is not None else float("inf") for v in values)
+    mid = len(ordered) // 2
+    m = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return None if m == float("inf") else m
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--population", type=int, default=12)
-    parser.add_argument("--train-size", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int, default=6000)
+    parser.add_argument("--seeds", type=int, default=3, help="run pairs, seeds 0..N-1")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=Path, default=None, help="keep run dirs here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = args.runs or Path(tempfile.mkdtemp(prefix="emf-vgg-"))
     settings = {"population": args.population, "generations": args.generations}
-    records, walls = {}, {}
-    for i, (name, init) in enumerate(RUNS.items()):
-        config = SearchConfig(space="vgg", strategy="pnsga3", objectives=OBJECTIVES,
-                              cost="macs", seed=args.seed, train_size=args.train_size,
-                              init=init, strategy_config=settings)  # fmt: skip
-        start = time.perf_counter()
-        run_search(config, root / f"run{i}", quiet=True)
-        walls[name] = time.perf_counter() - start
-        with RunStore(root / f"run{i}") as store:
-            records[name] = store.records()
-        print(f"{name:12s} {len(records[name]):4d} evaluations {walls[name]:7.1f} s", flush=True)
-    curves = {n: best_so_far(recs) for n, recs in records.items()}
-    top = max(max(c) for c in curves.values())
-    first_gen = {n: [r for r in recs if r.step == min(x.step for x in recs)]
-                 for n, recs in records.items()}  # fmt: skip
+    records: dict[str, list] = {n: [] for n in RUNS}
+    walls: dict[str, list[float]] = {n: [] for n in RUNS}
+    for seed in range(args.seeds):
+        for i, (name, init) in enumerate(RUNS.items()):
+            config = SearchConfig(space="vgg", strategy="pnsga3", objectives=OBJECTIVES,
+                                  cost="macs", seed=seed, train_size=args.train_size,
+                                  init=init, strategy_config=settings)  # fmt: skip
+            start = time.perf_counter()
+            run_search(config, root / f"seed{seed}-run{i}", quiet=True)
+            walls[name].append(time.perf_counter() - start)
+            with RunStore(root / f"seed{seed}-run{i}") as store:
+                records[name].append(store.records())
+            print(f"seed {seed} {name:12s} {walls[name][-1]:7.1f} s", flush=True)
+    curves = {n: [best_so_far(recs) for recs in runs] for n, runs in records.items()}
+    top = max(max(c) for runs in curves.values() for c in runs)
+    searched = {n: [r for recs in runs for r in recs if r.step > 0] for n, runs in records.items()}
     summary = {
         "command": " ".join(["python", *sys.argv]),
         "date": dt.date.today().isoformat(),
-        "best_accuracy": {n: max(c) for n, c in curves.items()},
-        "evaluations": {n: len(c) for n, c in curves.items()},
+        "seeds": args.seeds,
+        "best_accuracy": {n: [max(c) for c in runs] for n, runs in curves.items()},
+        "evaluations": {n: len(runs[0]) for n, runs in curves.items()},
         "to_reach": {
             f"{share:.0%} of {100 * top:.1f} %": {
-                n: evaluations_to_reach(c, share * top) for n, c in curves.items()
+                n: {"median": median_evals(per), "per_seed": per}
+                for n, runs in curves.items()
+                for per in [[evaluations_to_reach(c, share * top) for c in runs]]
             }
             for share in SHARES
         },
-        "useless_first_generation": {
-            n: sum(r.value("accuracy") < top / 2 for r in g) / len(g) for n, g in first_gen.items()
+        "useless_after_warmup": {
+            n: sum(r.value("accuracy") < top / 2 for r in rs) / len(rs)
+            for n, rs in searched.items()
         },
-        "wall_s": walls,
+        "wall_s": {n: sum(w) for n, w in walls.items()},
         "curves": curves,
     }
     (DOCS / "vgg_lite.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -99,6 +113,12 @@ def main() -> None:
 
 def _report(s: dict, args: argparse.Namespace) -> str:
     names = list(RUNS)
+
+    def evals(cell: dict) -> str:
+        per = ", ".join(str(v) if v is not None else "never" for v in cell["per_seed"])
+        median = f"{cell['median']:g}" if cell["median"] is not None else "never"
+        return f"{median} ({per})"
+
     lines = [
         "# VGG-Lite in miniature: starting from VGG-11 vs starting at random",
         "",
@@ -106,28 +126,29 @@ def _report(s: dict, args: argparse.Namespace) -> str:
         "",
         f"Space vgg, pNSGA-III, population {args.population}, {args.generations} generations, "
         f"Fashion-MNIST ({args.train_size} training images, 500 validation), objectives "
-        "accuracy and MACs, seed "
-        f"{args.seed}; the runs differ only in `--init vgg11`. Accuracies are the shared "
-        "supernet's on 500 validation images.",
+        f"accuracy and MACs, seeds 0-{args.seeds - 1}; the two runs of a seed differ only in "
+        "`--init vgg11` (VGG-11 plus near variants of it as half the first population). "
+        "Accuracies are the shared supernet's on 500 validation images.",
         "",
-        f"| | {' | '.join(names)} |",
+        f"| median over seeds (per seed) | {' | '.join(names)} |",
         f"|---|{'---:|' * len(names)}",
-        f"| evaluations | {' | '.join(str(s['evaluations'][n]) for n in names)} |",
+        f"| evaluations per run | {' | '.join(str(s['evaluations'][n]) for n in names)} |",
         "| best accuracy | "
-        + " | ".join(f"{100 * s['best_accuracy'][n]:.1f} %" for n in names)
+        + " | ".join(
+            ", ".join(f"{100 * v:.1f}" for v in s["best_accuracy"][n]) + " %" for n in names
+        )
         + " |",
     ]
     for level, reached in s["to_reach"].items():
-        cells = [str(reached[n]) if reached[n] is not None else "never" for n in names]
-        lines.append(f"| evaluations to reach {level} | {' | '.join(cells)} |")
-    useless = s["useless_first_generation"]
+        lines.append(
+            f"| evaluations to reach {level} | {' | '.join(evals(reached[n]) for n in names)} |"
+        )
+    useless = s["useless_after_warmup"]
     lines += [
-        "| useless first-generation candidates (< half the best) | "
+        "| useless candidates after warm-up (< half the best) | "
         + " | ".join(f"{100 * useless[n]:.0f} %" for n in names)
         + " |",
-        "| wall time | " + " | ".join(f"{s['wall_s'][n]:.0f} s" for n in names) + " |",
-        "",
-        "One seed: a single run pair shows the direction, not its size.",
+        "| wall time, all seeds | " + " | ".join(f"{s['wall_s'][n]:.0f} s" for n in names) + " |",
         "",
         "![best accuracy after each evaluation](vgg_lite.png)",
         "",
@@ -135,10 +156,12 @@ def _report(s: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _plot(curves: dict[str, list[float]], path: Path) -> None:
+def _plot(curves: dict[str, list[list[float]]], path: Path) -> None:
     fig, ax = new_axes(height=4.0)
-    for name, curve in curves.items():
-        ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], label=name)
+    for (name, runs), color in zip(curves.items(), ("crimson", "tab:blue"), strict=False):
+        for k, curve in enumerate(runs):
+            ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], color=color, alpha=0.8,
+                    label=name if k == 0 else None)  # fmt: skip
     save(fig, ax, path, "evaluations", "best validation accuracy so far (%)")
 
 

@@ -41,6 +41,10 @@ class EvolutionConfig:
     crossover_fraction: float = 0.25
     random_fraction: float = 0.5
     mutation_p: float = 0.5  # each decision redrawn with this probability
+    # --init: this share of the first population are near variants of the given networks
+    # (VGG-Lite's manual-experience start), each decision redrawn with init_mutation_p
+    init_neighbours: float = 0.5
+    init_mutation_p: float = 0.15
     crossover_p: float = 0.5  # each decision taken from the second parent with this probability
     second_sort: str = "speed"  # "speed": (-acc_speed, cost) paper; "size": (-acc, -cost) code
     cut: str = "niching"  # "niching": NSGA-III niching paper; "random": official code
@@ -57,7 +61,7 @@ class EvolutionConfig:
             min(shares) >= 0 and abs(sum(shares) - 1.0) < 1e-9,
             f"mutation/crossover/random fractions must be >= 0 and sum to 1, got {shares}",
         )
-        for name in ("mutation_p", "crossover_p"):
+        for name in ("mutation_p", "crossover_p", "init_neighbours", "init_mutation_p"):
             _require(0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]")
         _require(
             self.second_sort in SECOND_SORTS,
@@ -135,12 +139,20 @@ def initial_population(
     size: int,
     rng: np.random.Generator,
     exclude: Collection[Genotype] = (),
+    neighbours: float = 0.0,
+    neighbour_p: float = 0.15,
 ) -> list[Genotype]:
-    """Warm-start genotypes first (deduped, at most `size`), then distinct uniform samples;
-    none of them in `exclude`."""
+    """Warm-start genotypes first (deduped, at most `size`), then distinct near variants of
+    them (each decision redrawn with `neighbour_p`) up to a `neighbours` share of `size`,
+    then distinct uniform samples; none of them in `exclude`. Starting around a known good
+    network skips the useless candidates a random start wastes evaluations on (VGG-Lite)."""
     seen = set(exclude)
     pop = [g for g in dict.fromkeys(space.validate(g) for g in init) if g not in seen][:size]
     seen.update(pop)
+    if pop and neighbours > 0:
+        seeds, near = list(pop), max(0, round(neighbours * size) - len(pop))
+        pop += _distinct(lambda: space.mutate(seeds[rng.integers(len(seeds))], rng, neighbour_p),
+                         near, seen)  # fmt: skip
     return pop + _distinct(lambda: space.sample(rng), size - len(pop), seen)
 
 
@@ -200,7 +212,11 @@ class ContinuousEvolution(Strategy):
 
     def _start(self, ctx: SearchContext) -> None:
         ctx.train_supernet(None, self.config.warmup_epochs)
-        pop = initial_population(self.space, self.init, self.config.population, ctx.rng)
+        cfg = self.config
+        pop = initial_population(
+            self.space, self.init, cfg.population, ctx.rng,
+            neighbours=cfg.init_neighbours, neighbour_p=cfg.init_mutation_p,
+        )  # fmt: skip
         self._keep(pop, ctx.evaluate(pop, "warmup", 0), None)
 
     def _generation(self, ctx: SearchContext, step: int) -> None:

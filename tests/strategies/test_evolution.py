@@ -178,6 +178,18 @@ def test_warm_up_unit_and_warm_start() -> None:
     assert {(r.phase, r.step) for r in ctx.records} == {("warmup", 0)}
 
 
+def test_warm_start_fills_half_the_population_with_near_variants() -> None:
+    """VGG-Lite's start: the given network, then variants a few decisions away from it."""
+    vgg_like = (3,) * 16
+    pop = evo.initial_population(SPACE, [vgg_like], 12, np.random.default_rng(0), neighbours=0.5)
+    distance = [sum(a != b for a, b in zip(g, vgg_like, strict=True)) for g in pop]
+    assert pop[0] == vgg_like and len(set(pop)) == 12
+    near, rest = distance[1:6], distance[6:]
+    assert max(near) <= 6 and min(rest) > max(near)  # p=0.15 of 16 vs 7/8 of 16 redrawn
+    plain = evo.initial_population(SPACE, [vgg_like], 12, np.random.default_rng(0))
+    assert min(sum(a != b for a, b in zip(g, vgg_like, strict=True)) for g in plain[1:]) > 6
+
+
 def test_generation_trains_population_and_keeps_p_of_2p() -> None:
     cfg = evo.EvolutionConfig(population=8, generations=2)
     ctx = run("pnsga3", cfg, 0, range(3))
