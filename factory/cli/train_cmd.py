@@ -95,8 +95,8 @@ def train(
         str,
         typer.Option(
             help="Where to train: auto (a CUDA GPU if torch sees one, else the CPU), cpu, "
-            "cuda or cuda:N. A GPU trains a Fashion-MNIST epoch in seconds; the weights "
-            "and results are the same kind either way.",
+            "cuda or cuda:N. A Fashion-MNIST epoch of a searched model took 16 s on an H100 "
+            "shared by three trainings, against ~5 min on a 2-core CPU.",
         ),
     ] = "auto",
     force: Annotated[
