@@ -31,7 +31,7 @@ from exporters.onnx_export import OUTPUT_NAME, OnnxParityError, export_onnx
 from factory.data import Split
 from profilers.base import ProfileSettings
 from profilers.measurement import Measurement
-from targets.atomic import fsync_dir
+from targets.atomic import as_if_created, fsync_dir
 from targets.errors import UserError
 from targets.target import Target
 
@@ -161,7 +161,7 @@ def export_bundle(
     step = on_step or (lambda _: None)
     job = _Job(model, meta, formats, targets, engine_target, calib, test, settings, step)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{meta.name}.partial-", dir=final.parent))
+    tmp = as_if_created(Path(tempfile.mkdtemp(prefix=f".{meta.name}.partial-", dir=final.parent)))
     was_training = model.training
     try:
         model.eval()

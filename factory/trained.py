@@ -29,7 +29,7 @@ from factory.search.store import RunStore
 from factory.spaces import get_space
 from factory.spaces.base import Genotype, SearchSpace
 from factory.training import TrainRecipe, TrainResult, augment_for, device_name
-from targets.atomic import fsync_dir
+from targets.atomic import as_if_created, fsync_dir
 from targets.errors import UserError
 
 TRAINED = "trained"
@@ -182,7 +182,7 @@ def save_trained(run_dir: Path, model: nn.Module, info: TrainedInfo) -> Path:
     """Weights and train.json for one architecture, swapped in atomically."""
     final = trained_dir(run_dir, info.arch_id)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{info.arch_id}-", dir=final.parent))
+    tmp = as_if_created(Path(tempfile.mkdtemp(prefix=f".{info.arch_id}-", dir=final.parent)))
     try:
         state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))

@@ -22,6 +22,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        as_if_created(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -29,6 +30,28 @@ def write_atomic(path: Path, data: bytes) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def as_if_created(path: Path) -> Path:
+    """Give a temp file or directory the permissions a plain open() or mkdir() would: mkstemp
+    and mkdtemp make them private (0600/0700), and once renamed into place they are results
+    (reports, bundles, registries) that other users and web servers are meant to read."""
+    mode = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, mode & ~_umask())
+    return path
+
+
+def _umask() -> int:
+    """The process umask, read from /proc where possible (setting it to read it is racy)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(path: Path) -> None:

@@ -35,7 +35,7 @@ from factory.registry.sources import (
     open_registry,
 )
 from targets import get_target
-from targets.atomic import fsync_dir
+from targets.atomic import as_if_created, fsync_dir
 from targets.errors import UnknownNameError, UserError
 from targets.target import cache_dir
 
@@ -116,7 +116,9 @@ def fetch_bundle(
         return CachedBundle(entry, final, view, downloaded=False)
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(final.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{entry.version}.", suffix=".part", dir=final.parent))
+    staging = as_if_created(
+        Path(tempfile.mkdtemp(prefix=f".{entry.version}.", suffix=".part", dir=final.parent))
+    )
     try:
         view = _download(source, entry, staging, progress)
         move_into_place(staging, final, entry.manifest_sha256)
@@ -231,7 +233,9 @@ def copy_bundle(src: Path, view: ManifestView, out_dir: Path, extra: Sequence[st
     if dest.exists() and not (dest / MANIFEST).is_file():
         raise UserError(f"{dest} exists and is not a model bundle; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{view.name}.", suffix=".part", dir=out_dir))
+    staging = as_if_created(
+        Path(tempfile.mkdtemp(prefix=f".{view.name}.", suffix=".part", dir=out_dir))
+    )
     try:
         for name in [MANIFEST, *(f.path for f in view.files), *extra]:
             shutil.copyfile(src / name, staging / name)

@@ -25,6 +25,7 @@ from factory.registry.fetch import (
     move_into_place,
     verify_cached,
 )
+from targets.atomic import as_if_created
 from targets.errors import UserError
 from targets.registry import Registry
 
@@ -143,7 +144,9 @@ def _export_into(
         summary=_summary(recipe, pretrained),
     )
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    staging = as_if_created(
+        Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    )
     try:
         bundle = export_bundle(model, meta, staging, formats=("onnx",), on_step=on_step)
         move_into_place(bundle.path, final, None)

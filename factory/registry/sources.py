@@ -24,6 +24,7 @@ from typing import Protocol
 
 from factory import __version__
 from factory.registry.index import ChecksumError, Index, blob_relpath
+from targets.atomic import as_if_created
 from targets.errors import UserError
 
 SHIPPED_REGISTRY = Path(__file__).parent / "shipped"  # the registry inside the package
@@ -55,6 +56,7 @@ def write_verified(
     dest.parent.mkdir(parents=True, exist_ok=True)
     limit = max_bytes if size_bytes is None else min(size_bytes, max_bytes)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    as_if_created(Path(tmp))
     try:
         digest, received = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out:
