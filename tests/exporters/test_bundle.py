@@ -34,6 +34,7 @@ from profilers.base import ProfileSettings
 from targets.errors import UserError
 from targets.target import AgentRef, Target
 from tests.agent_process import free_port
+from tests.registry.bundles import bundle_meta
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
@@ -67,18 +68,7 @@ def model(data: DataSplits) -> nn.Module:
 
 
 def meta_for(data: DataSplits, name: str = "tiny-cnn") -> BundleMeta:
-    info = data.info
-    return BundleMeta(
-        name,
-        "1.0.0",
-        info.input_shape,
-        info.class_names,
-        info.mean,
-        info.std,
-        info.name,
-        mf.Architecture("test", "tiny-cnn", "0123456789ab"),
-        mf.Source(None, 1.0, False),
-    )
+    return bundle_meta(data.info, name)
 
 
 @pytest.fixture(scope="module")

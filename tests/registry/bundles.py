@@ -12,11 +12,16 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from exporters.onnx_export import export_onnx
+
+if TYPE_CHECKING:
+    from exporters.bundle import BundleMeta
+    from factory.data import DatasetInfo
 
 INPUT_SHAPE = (1, 1, 28, 28)  # (N, C, H, W), Fashion-MNIST-like
 CLASSES = [f"class{i}" for i in range(10)]
@@ -34,6 +39,24 @@ def tiny_onnx(seed: int = 0) -> bytes:
         nn.Linear(4, 10),
     )
     return export_onnx(model, INPUT_SHAPE, dynamic_batch=True).data
+
+
+def bundle_meta(info: DatasetInfo, name: str = "tiny-cnn", arch: str = "tiny-cnn") -> BundleMeta:
+    """The export metadata of a test network trained on `info`'s dataset (one epoch)."""
+    from exporters import manifest as mf
+    from exporters.bundle import BundleMeta
+
+    return BundleMeta(
+        name,
+        "1.0.0",
+        info.input_shape,
+        info.class_names,
+        info.mean,
+        info.std,
+        info.name,
+        mf.Architecture("test", arch, "0123456789ab"),
+        mf.Source(None, 1.0, False),
+    )
 
 
 def write_bundle(

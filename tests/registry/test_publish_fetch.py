@@ -24,7 +24,14 @@ from factory.registry.index import blob_relpath
 from factory.registry.publish import read_bundle
 from targets.errors import UnknownNameError, UserError
 from tests.agent_process import running_agent
-from tests.registry.bundles import files_under, rewrite_manifest, serve, tiny_onnx, write_bundle
+from tests.registry.bundles import (
+    bundle_meta,
+    files_under,
+    rewrite_manifest,
+    serve,
+    tiny_onnx,
+    write_bundle,
+)
 
 
 @pytest.fixture
@@ -319,8 +326,7 @@ def test_export_push_pull_reproduces_test_accuracy(tmp_path: Path) -> None:
     import torch
     from torch import nn
 
-    from exporters import manifest as mf
-    from exporters.bundle import BundleMeta, export_bundle
+    from exporters.bundle import export_bundle
     from factory.data import iterate_batches, load_dataset
     from factory.data.fashion_mnist import read_idx
 
@@ -334,18 +340,7 @@ def test_export_push_pull_reproduces_test_accuracy(tmp_path: Path) -> None:
         opt.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
-    info = data.info
-    meta = BundleMeta(
-        "fmnist-tiny",
-        "1.0.0",
-        info.input_shape,
-        info.class_names,
-        info.mean,
-        info.std,
-        info.name,
-        mf.Architecture("test", "tiny", "0123456789ab"),
-        mf.Source(None, 1.0, False),
-    )
+    meta = bundle_meta(data.info, "fmnist-tiny", "tiny")
     bundle = export_bundle(net.eval(), meta, tmp_path / "export", ("onnx",), test=data.test)
     push(bundle.path, tmp_path / "registry")
     with serve(tmp_path / "registry") as url:
