@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from factory.data import DataSplits, iterate_batches, num_batches
-from factory.search.costs import CostModel
+from factory.search.costs import CostModel, estimate_cost_range
 from factory.search.executor import Executor
 from factory.spaces.base import Genotype, SearchSpace, Supernet
 from factory.strategies.base import PathSource, Record, Weights
@@ -115,12 +115,9 @@ class RunContext:
         samples drawn from a generator of its own (so the main stream is not disturbed)."""
         lo, hi = self.f_range
         if lo is None or hi is None:
-            rng = np.random.default_rng(12345)
-            sample = [*self.space.manual().values()]
-            sample += [self.space.sample(rng) for _ in range(20)]
-            values = [self.costs.costs(g)[0][self.cost] for g in sample]
-            lo = min(values) if lo is None else lo
-            hi = max(values) if hi is None else hi
+            est_lo, est_hi = estimate_cost_range(self.space, self.costs, self.cost)
+            lo = est_lo if lo is None else lo
+            hi = est_hi if hi is None else hi
             self.f_range = (lo, hi)
         return float(lo), float(hi)
 

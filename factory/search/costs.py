@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from factory.spaces.base import Genotype, SearchSpace
 from profilers.base import ProfileSettings
 from targets.errors import UserError
@@ -122,3 +124,12 @@ def _check_agent(target: Target) -> None:
             f"`factory agent` on the device, or build a latency table with `factory profile "
             f"lut build --target {target.name}` and search with --latency table"
         ) from exc
+
+
+def estimate_cost_range(space: SearchSpace, costs: CostModel, cost: str) -> tuple[float, float]:
+    """(F_min, F_max) of one cost over the space's manual architectures and 20 samples drawn
+    from a generator of their own (so a search's main random stream is not disturbed)."""
+    rng = np.random.default_rng(12345)
+    sample = [*space.manual().values(), *(space.sample(rng) for _ in range(20))]
+    values = [costs.costs(g)[0][cost] for g in sample]
+    return float(min(values)), float(max(values))
