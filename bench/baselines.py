@@ -169,7 +169,6 @@ def load_points(run: Path, baselines: Path) -> list[Point]:
             model.load_state_dict(state)
             points.append(_point(d.name, kind, model.eval(), info, images))
             print(f"exported {d.name}", flush=True)
-    torch.set_num_threads(1)
     return points
 
 
