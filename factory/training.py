@@ -246,16 +246,15 @@ def evaluate(
     split: Split,
     batch_size: int = 512,
     channels_last: bool = True,
-    device: torch.device | None = None,
 ) -> EvalResult:
     """Accuracy and mean cross-entropy of model (put in eval mode) over a whole split,
-    computed on `device` (default: where the model's weights are)."""
+    computed where the model's weights are (CPU or GPU)."""
     model.eval()
-    device = device or next(model.parameters()).device
+    device = next(model.parameters()).device
     correct, loss_sum, seen = 0, 0.0, 0
     with _channels_last(model, channels_last):
         for x, y in iterate_batches(split, batch_size):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device), y.to(device)
             logits = model(_layout(x, channels_last))
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
