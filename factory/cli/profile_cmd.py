@@ -2,7 +2,7 @@
 latency lookup tables (`factory profile lut build|validate`).
 
 `profile` is a group whose first token, when it is no subcommand, goes to the hidden `model`
-command, so `factory profile mobilenet:mobilenet_v2` and `factory profile lut build` both work.
+command, so `factory profile mobilenet:mobilenet_v2@0.5` and `factory profile lut build` both work.
 torch is imported inside the commands, so `factory agent` starts on a device without it.
 """
 
@@ -48,7 +48,7 @@ app = typer.Typer(
         "Measure a model on a target, or build and check latency lookup tables.\n\n"
         "factory profile MODEL --target T [--json]: MACs, params and latency statistics of "
         "MODEL, which is a .onnx file, torchvision:NAME (e.g. torchvision:mobilenet_v3_small) "
-        "or SPACE:GENOTYPE (e.g. mobilenet:mobilenet_v2). See `factory profile MODEL --help`.\n\n"
+        "or SPACE:GENOTYPE (e.g. mobilenet:mobilenet_v2@0.5). See `factory profile MODEL --help`.\n\n"
         "factory profile lut build|validate --space S --target T: latency lookup tables."
     ),
 )
@@ -115,7 +115,7 @@ def profile_model(
     """Measure MODEL on a target: MACs, params and latency statistics (median, p90, p99, CV).
 
     MODEL is a .onnx file, torchvision:NAME (weights=None) or SPACE:GENOTYPE, where GENOTYPE
-    is '-'-joined choice indices or a manual architecture's name (e.g. mobilenet:mobilenet_v2).
+    is '-'-joined choice indices or a manual architecture's name (e.g. mobilenet:mobilenet_v2@0.5).
     For ONNX files MACs are counted from the graph (Conv, ConvTranspose, Gemm, MatMul).
     """
     from profilers.base import ProfileSettings

@@ -1,15 +1,24 @@
-"""The `mobilenet` space: MBConv layers (MnasNet/ProxylessNAS style) on MobileNetV2's layout.
+"""The `mobilenet` space: MBConv layers (MnasNet/ProxylessNAS style) on MobileNetV2's layout,
+with an elastic width and elastic depth (Once-for-All style).
 
-The frame is fixed: a 32-channel conv3x3 stem, MobileNetV2's seven stages (17 layers with
-its output widths and strides), a conv1x1 to 640 channels and the classifier. Each layer
-chooses an inverted-residual block, kernel {3,5,7} x expansion {1,3,6} x squeeze-excite
-{off,on}, or `skip` (the layer removed) where the layer keeps shape (stride 1, cin == cout).
+The frame is MobileNetV2's: a conv3x3 stem, seven stages (t, c, n, s below), a conv1x1 to
+1280 channels and the classifier. Decisions, in genotype order:
+- `width`: one multiplier for the whole network, {0.35, 0.5, 0.75, 1}; every width (stem,
+  stages) is scaled and rounded as torchvision's MobileNetV2 does (`make_divisible`), the
+  last conv keeps 1280 as there;
+- `stageN_depth` for each stage of more than one layer: keep its first d layers (1..n);
+- `layerNN` for each of the 17 layers: an inverted-residual block, kernel {3,5,7} x
+  expansion {1,3,6} x squeeze-excite {off,on}. Choices of layers past a stage's depth do not
+  change the network (`canonical` sets them to 0).
 
-The last conv has 640 channels, not MobileNetV2's 1280: at our 2x2 final map 1280 would
-cost only 1.6 M MACs (vs 0.8 M), but would hold a fifth of MobileNetV2's parameters (422 K of
-2.2 M) just to feed 10 classes; half the width keeps the head in proportion with the body.
-Squeeze-excite is `ops.SqueezeExcite` on the expanded channels (MobileNetV3 style: hard-sigmoid,
-hidden = expanded / 4), where MnasNet uses a sigmoid and a quarter of the block's input width.
+So MobileNetV2 at widths 0.35/0.5/0.75/1 are exact points of the space (same parameters and
+MACs as `factory.baselines`' networks), and the space reaches well below MobileNetV3-Small@0.5
+in cost. Squeeze-excite is `ops.SqueezeExcite` on the expanded channels (MobileNetV3 style:
+hard-sigmoid, hidden = expanded / 4), where MnasNet uses a sigmoid and a quarter of the
+block's input width.
+
+The supernet holds one candidate block per (layer, option) at width 1 and runs narrower
+networks on the leading channels of every weight (`factory.spaces.elastic`).
 """
 
 from __future__ import annotations
@@ -28,20 +37,26 @@ from factory.spaces.base import (
     SearchSpace,
     Supernet,
 )
+from factory.spaces.elastic import (
+    make_divisible,
+    slice_state,
+    sliced_conv_bn,
+    sliced_se,
+)
 from factory.spaces.ops import (
     ClassifierHead,
     SqueezeExcite,
     conv_bn,
     out_size,
     stem_stride,
-    with_prefix,
     zero_init_last_bn,
 )
 from factory.spaces.registry import SPACES
 
 STEM_CHANNELS = 32
-LAST_CHANNELS = 640
+LAST_CHANNELS = 1280  # as MobileNetV2 (it keeps 1280 at every width below 1)
 ACT = "relu6"  # as MobileNetV2
+WIDTHS = (0.35, 0.5, 0.75, 1.0)
 
 # t, c, n, s  (MobileNetV2, Sandler et al. 2018, table 2: expansion, width, repeats, stride)
 MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
@@ -53,12 +68,12 @@ MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
+ELASTIC_STAGES = tuple(i for i, (_t, _c, n, _s) in enumerate(MOBILENET_V2_STAGES) if n > 1)
 
 # The option grid of one layer; option index = (kernel, expansion, se) in this nested order.
 KERNELS = (3, 5, 7)
 EXPANSIONS = (1, 3, 6)
 SQUEEZE_EXCITE = (False, True)
-SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -77,25 +92,25 @@ class MBConvOp:
 MBCONV_OPS: tuple[MBConvOp, ...] = tuple(
     MBConvOp(k, e, se) for k in KERNELS for e in EXPANSIONS for se in SQUEEZE_EXCITE
 )
-LayerOp = MBConvOp | None  # None is `skip`
 
 
 def op_index(kernel: int, expansion: int, se: bool = False) -> int:
-    """The option index of an MBConv choice (the same in every layer; skip is last)."""
+    """The option index of an MBConv choice (the same in every layer)."""
     return MBCONV_OPS.index(MBConvOp(kernel, expansion, se))
 
 
 @dataclass(frozen=True)
 class Slot:
-    """The fixed frame of one searchable layer: widths, stride and input shape (C, H, W)."""
+    """The frame of one layer at one width: channels, stride, input shape (C, H, W), stage."""
 
     cin: int
     cout: int
     stride: int
     in_shape: tuple[int, int, int]
+    stage: int
 
     @property
-    def skippable(self) -> bool:
+    def residual(self) -> bool:
         return self.stride == 1 and self.cin == self.cout
 
     @property
@@ -103,25 +118,44 @@ class Slot:
         _, h, w = self.in_shape
         return (self.cout, out_size(h, self.stride), out_size(w, self.stride))
 
-    def options(self) -> tuple[LayerOp, ...]:
-        return (*MBCONV_OPS, None) if self.skippable else MBCONV_OPS
+
+def stem_channels(width: float) -> int:
+    return make_divisible(STEM_CHANNELS * width)
 
 
-def _slots(spec: InputSpec) -> tuple[Slot, ...]:
-    """MobileNetV2's stage table unrolled into 17 layers, with shapes for this input."""
+def _slots(spec: InputSpec, width: float = 1.0) -> tuple[Slot, ...]:
+    """MobileNetV2's stage table unrolled into 17 layers at one width, with shapes."""
     s = stem_stride(spec)
-    shape = (STEM_CHANNELS, out_size(spec.height, s), out_size(spec.width, s))
+    shape = (stem_channels(width), out_size(spec.height, s), out_size(spec.width, s))
     slots = []
-    for _t, c, n, stage_stride in MOBILENET_V2_STAGES:
+    for stage, (_t, c, n, stage_stride) in enumerate(MOBILENET_V2_STAGES):
         for j in range(n):
-            slot = Slot(shape[0], c, stage_stride if j == 0 else 1, shape)
+            slot = Slot(
+                shape[0], make_divisible(c * width), stage_stride if j == 0 else 1, shape, stage
+            )
             slots.append(slot)
             shape = slot.out_shape
     return tuple(slots)
 
 
+@dataclass(frozen=True)
+class Arch:
+    """A decoded genotype: the width, and the (slot index, op) of every layer kept."""
+
+    width: float
+    layers: tuple[tuple[int, MBConvOp], ...]
+
+
+ROLES = ("expand", "depthwise", "se", "project")  # a block's body, at its largest option
+LARGEST_OP = MBConvOp(max(KERNELS), max(EXPANSIONS), True)
+
+
 class InvertedResidual(nn.Module):
-    """MBConv: [expand 1x1] -> depthwise kxk -> [SE] -> linear project 1x1, + x if shapes keep."""
+    """MBConv: [expand 1x1] -> depthwise kxk -> [SE] -> linear project 1x1, + x if shapes keep.
+
+    `forward_sliced` runs a smaller option on fewer channels with this block's weights (the
+    supernet's shared layer, built at the largest option); the residual follows the channels
+    actually present, as in MobileNetV2."""
 
     def __init__(self, cin: int, cout: int, stride: int, op: MBConvOp) -> None:
         super().__init__()
@@ -134,6 +168,7 @@ class InvertedResidual(nn.Module):
             layers.append(SqueezeExcite(hidden))
         layers.append(conv_bn(hidden, cout, 1, act=None))
         self.body = nn.Sequential(*layers)
+        self.roles = roles(op)
         self.residual = stride == 1 and cin == cout
         if self.residual:
             zero_init_last_bn(layers[-1])
@@ -141,6 +176,24 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, cin, H, W) -> (N, cout, H', W')
         y = self.body(x)
         return x + y if self.residual else y
+
+    def forward_sliced(self, x: torch.Tensor, cout: int, op: MBConvOp) -> torch.Tensor:
+        """Option `op` on x's channels (<= cin) to `cout` channels, from this block's weights:
+        leading channels, the central op.kernel window of the depthwise kernel, no expand
+        conv at expansion 1, SE only if op.se (OFA's elastic kernel, expansion and width)."""
+        layer = dict(zip(self.roles, self.body, strict=True))
+        hidden = x.shape[1] * op.expansion
+        y = x if op.expansion == 1 else sliced_conv_bn(layer["expand"], x, hidden)
+        y = sliced_conv_bn(layer["depthwise"], y, hidden, op.kernel)
+        if op.se:
+            y = sliced_se(layer["se"], y)
+        y = sliced_conv_bn(layer["project"], y, cout)
+        return x + y if self.residual and x.shape[1] == cout else y
+
+
+def roles(op: MBConvOp) -> tuple[str, ...]:
+    """What each entry of a block's body is, for this option."""
+    return tuple(r for r in ROLES if (r != "expand" or op.expansion != 1) and (r != "se" or op.se))
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -151,12 +204,8 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _layer(slot: Slot, op: LayerOp) -> nn.Module:
-    return nn.Identity() if op is None else InvertedResidual(slot.cin, slot.cout, slot.stride, op)
-
-
-def _stem(spec: InputSpec) -> nn.Module:
-    return conv_bn(spec.channels, STEM_CHANNELS, 3, stem_stride(spec), act=ACT)
+def _stem(spec: InputSpec, width: float) -> nn.Module:
+    return conv_bn(spec.channels, stem_channels(width), 3, stem_stride(spec), act=ACT)
 
 
 def _head(cin: int, spec: InputSpec) -> nn.Module:
@@ -166,12 +215,17 @@ def _head(cin: int, spec: InputSpec) -> nn.Module:
 
 
 class MobileNetNet(nn.Module):
-    """A standalone network of the space: stem, 17 layers (skips are identities), head."""
+    """A standalone network of the space: stem, the layers kept, head."""
 
-    def __init__(self, spec: InputSpec, slots: tuple[Slot, ...], ops: list[LayerOp]) -> None:
+    def __init__(self, spec: InputSpec, slots: tuple[Slot, ...], arch: Arch) -> None:
         super().__init__()
-        self.stem = _stem(spec)
-        self.layers = nn.Sequential(*(_layer(s, op) for s, op in zip(slots, ops, strict=True)))
+        self.stem = _stem(spec, arch.width)
+        self.layers = nn.Sequential(
+            *(
+                InvertedResidual(slots[i].cin, slots[i].cout, slots[i].stride, op)
+                for i, op in arch.layers
+            )
+        )
         self.head = _head(slots[-1].cout, spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, K)
@@ -179,126 +233,169 @@ class MobileNetNet(nn.Module):
 
 
 class MobileNetSupernet(Supernet):
-    """SPOS supernet: per layer one candidate module per option (`layers.i.j`), shared frame."""
+    """One shared block per layer at width 1 and the largest option (`layers.i`); every path
+    runs on slices of it, so all options of a layer train the same weights."""
 
-    def __init__(self, spec: InputSpec, slots: tuple[Slot, ...]) -> None:
+    def __init__(self, space: MobileNetSpace) -> None:
         super().__init__()
-        self.stem = _stem(spec)
+        self.space = [space]  # in a list: a plain attribute, not a submodule
+        spec, slots = space.spec, _slots(space.spec)
+        self.stem = _stem(spec, 1.0)
         self.layers = nn.ModuleList(
-            nn.ModuleList(_layer(s, op) for op in s.options()) for s in slots
+            InvertedResidual(s.cin, s.cout, s.stride, LARGEST_OP) for s in slots
         )
         self.head = _head(slots[-1].cout, spec)
 
     def forward(self, x: torch.Tensor, g: Genotype) -> torch.Tensor:  # (N, C, H, W) -> (N, K)
-        x = _channels_last(self.stem(x))
-        for candidates, choice in zip(self.layers, g, strict=True):
-            x = candidates[choice](x)
-        return self.head(x)
+        space = self.space[0]
+        arch = space.decode(g)
+        slots = space.slots_at(arch.width)
+        x = _channels_last(sliced_conv_bn(self.stem, x, stem_channels(arch.width)))
+        for i, op in arch.layers:
+            x = self.layers[i].forward_sliced(x, slots[i].cout, op)
+        x = sliced_conv_bn(self.head[0], x, LAST_CHANNELS)
+        return self.head[1](x)
 
 
 @SPACES.decorator("mobilenet")
 class MobileNetSpace(SearchSpace):
-    """17 MBConv layers on MobileNetV2's widths/strides; 18 or 19 options per layer."""
+    """MobileNetV2's frame with elastic width, elastic stage depth and 18 MBConv options."""
 
     name = "mobilenet"
 
     def __init__(self, spec: InputSpec | None = None) -> None:
         super().__init__(spec)
         self.slots = _slots(self.spec)
+        self._by_width = {w: _slots(self.spec, w) for w in WIDTHS}
 
-    def ops(self, g: Genotype) -> list[LayerOp]:
-        """g's choice in each layer (None where the layer is skipped)."""
-        g = self.validate(g)
-        return [slot.options()[i] for slot, i in zip(self.slots, g, strict=True)]
+    def slots_at(self, width: float) -> tuple[Slot, ...]:
+        """The 17 layer frames at one width multiplier."""
+        return self._by_width[width]
 
+    # --- genotype layout ----------------------------------------------------------------
     def decisions(self) -> tuple[Decision, ...]:
-        return tuple(
+        width = Decision("width", tuple(f"w{w:g}" for w in WIDTHS))
+        depths = tuple(
             Decision(
-                f"layer{i + 1:02d}", tuple(SKIP if op is None else op.label for op in s.options())
+                f"stage{i + 1}_depth",
+                tuple(f"d{d}" for d in range(1, MOBILENET_V2_STAGES[i][2] + 1)),
             )
-            for i, s in enumerate(self.slots)
+            for i in ELASTIC_STAGES
         )
+        labels = tuple(op.label for op in MBCONV_OPS)
+        layers = tuple(Decision(f"layer{i + 1:02d}", labels) for i in range(len(self.slots)))
+        return (width, *depths, *layers)
 
+    def decode(self, g: Genotype) -> Arch:
+        """Width and the kept layers of g."""
+        g = self.validate(g)
+        head = 1 + len(ELASTIC_STAGES)
+        depth = {stage: g[1 + k] + 1 for k, stage in enumerate(ELASTIC_STAGES)}
+        first = {}
+        for i, slot in enumerate(self.slots):
+            first.setdefault(slot.stage, i)
+        kept = tuple(
+            (i, MBCONV_OPS[g[head + i]])
+            for i, slot in enumerate(self.slots)
+            if i - first[slot.stage] < depth.get(slot.stage, 1)
+        )
+        return Arch(WIDTHS[g[0]], kept)
+
+    def encode(self, width: float, depths: dict[int, int], ops: list[MBConvOp]) -> Genotype:
+        """A genotype from a width, {stage index: depth} (others full) and 17 layer ops."""
+        stage_depth = [depths.get(i, MOBILENET_V2_STAGES[i][2]) - 1 for i in ELASTIC_STAGES]
+        layer = [MBCONV_OPS.index(op) for op in ops]
+        return self.canonical((WIDTHS.index(width), *stage_depth, *layer))
+
+    def canonical(self, g: Genotype) -> Genotype:
+        """Layers past their stage's depth set to option 0 (they are not in the network)."""
+        g = self.validate(g)
+        kept = {i for i, _ in self.decode(g).layers}
+        head = 1 + len(ELASTIC_STAGES)
+        return tuple(gi if k < head or (k - head) in kept else 0 for k, gi in enumerate(g))
+
+    # --- networks -----------------------------------------------------------------------
     def build(self, g: Genotype) -> nn.Module:
-        return MobileNetNet(self.spec, self.slots, self.ops(g))
+        arch = self.decode(g)
+        return MobileNetNet(self.spec, self.slots_at(arch.width), arch)
 
     def supernet(self) -> MobileNetSupernet:
-        return MobileNetSupernet(self.spec, self.slots)
+        return MobileNetSupernet(self)
 
     def extract(self, supernet: Supernet, g: Genotype) -> dict[str, torch.Tensor]:
-        g = self.validate(g)
-        state = supernet.state_dict()
-        sd = with_prefix(state, "stem", "stem") | with_prefix(state, "head", "head")
-        for i, choice in enumerate(g):
-            sd |= with_prefix(state, f"layers.{i}.{choice}", f"layers.{i}")
-        return sd
+        arch = self.decode(g)
+        shapes = {k: v.shape for k, v in self.build(g).state_dict().items()}
+        keys = {}
+        for key in shapes:
+            part, _, rest = key.partition(".")
+            if part == "layers":  # layers.K.body.J.rest -> layers.I.body.ROLE.rest
+                k, _body, j, rest = rest.split(".", 3)
+                i, op = arch.layers[int(k)]
+                keys[key] = f"layers.{i}.body.{ROLES.index(roles(op)[int(j)])}.{rest}"
+            else:
+                keys[key] = key
+        return slice_state(supernet.state_dict(), shapes, keys)
 
+    # --- descriptions -------------------------------------------------------------------
     def describe(self, g: Genotype) -> list[LayerInfo]:
-        s = stem_stride(self.spec)
-        rows = [LayerInfo("stem", f"conv3x3_s{s}", self.slots[0].in_shape)]
-        for i, (slot, op) in enumerate(zip(self.slots, self.ops(g), strict=True)):
-            rows.append(LayerInfo(f"layer{i + 1:02d}", *self._layer_row(slot, op)))
+        arch = self.decode(g)
+        slots, s = self.slots_at(arch.width), stem_stride(self.spec)
+        rows = [LayerInfo("stem", f"conv3x3_s{s}", slots[0].in_shape)]
+        for i, op in arch.layers:
+            res = "+res" if slots[i].residual else ""
+            label = f"{op.label}_s{slots[i].stride}{res}"
+            rows.append(LayerInfo(f"layer{i + 1:02d}", label, slots[i].out_shape))
         op = f"conv1x1_{LAST_CHANNELS}+avgpool+fc{self.spec.num_classes}"
         rows.append(LayerInfo("head", op, (self.spec.num_classes, 1, 1)))
         return rows
 
-    @staticmethod
-    def _layer_row(slot: Slot, op: LayerOp) -> tuple[str, tuple[int, int, int]]:
-        if op is None:
-            return SKIP, slot.in_shape
-        res = "+res" if slot.skippable else ""
-        return f"{op.label}_s{slot.stride}{res}", slot.out_shape
-
     def blocks(self, g: Genotype) -> list[Block]:
+        arch = self.decode(g)
         net = self.build(g).eval()
-        spec, s = self.spec, stem_stride(self.spec)
-        blocks = [
-            Block(f"stem_conv3x3_s{s}:{_shape(spec.shape)}->{STEM_CHANNELS}", net.stem, spec.shape)
-        ]
-        for slot, op, module in zip(self.slots, self.ops(g), net.layers, strict=True):
-            blocks.append(Block(_layer_key(slot, op), module, slot.in_shape))
-        last = self.slots[-1].out_shape
+        slots, spec, s = self.slots_at(arch.width), self.spec, stem_stride(self.spec)
+        stem_c = stem_channels(arch.width)
+        blocks = [Block(f"stem_conv3x3_s{s}:{_shape(spec.shape)}->{stem_c}", net.stem, spec.shape)]
+        for (i, op), module in zip(arch.layers, net.layers, strict=True):
+            blocks.append(Block(_layer_key(slots[i], op), module, slots[i].in_shape))
+        last = slots[-1].out_shape
         key = f"head_conv1x1_{LAST_CHANNELS}_fc{spec.num_classes}:{_shape(last)}"
         blocks.append(Block(key, net.head, last))
         return blocks
 
     def manual(self) -> dict[str, Genotype]:
-        return {
-            "mobilenet_v2": self._from_stage_ops([(3, t, False) for t, *_ in MOBILENET_V2_STAGES]),
-            # MnasNet-A1's per-stage choices (Tan et al. 2019, fig. 7) on MobileNetV2's widths;
-            # A1's 5th stage has 2 layers where V2 has 3, so the third one is skipped.
-            "mnasnet_a1": self._from_stage_ops(
-                [  # kernel, expansion, se per stage
-                    (3, 1, False),
-                    (3, 6, False),
-                    (5, 3, True),
-                    (3, 6, False),
-                    (3, 6, True),
-                    (5, 6, True),
-                    (3, 6, False),
-                ],
-                skip=(12,),
-            ),
-        }
+        v2 = [(3, t, False) for t, *_ in MOBILENET_V2_STAGES]
+        out = {f"mobilenet_v2@{w:g}": self._from_stage_ops(w, v2) for w in WIDTHS}
+        # MnasNet-A1's per-stage choices (Tan et al. 2019, fig. 7) on MobileNetV2's widths;
+        # A1's 5th stage has 2 layers where V2 has 3.
+        a1 = [
+            (3, 1, False),
+            (3, 6, False),
+            (5, 3, True),
+            (3, 6, False),
+            (3, 6, True),
+            (5, 6, True),
+            (3, 6, False),
+        ]  # kernel, expansion, se per stage
+        out["mnasnet_a1"] = self._from_stage_ops(1.0, a1, {4: 2})
+        return out
 
     def _from_stage_ops(
-        self, stage_ops: list[tuple[int, int, bool]], skip: tuple[int, ...] = ()
+        self,
+        width: float,
+        stage_ops: list[tuple[int, int, bool]],
+        depths: dict[int, int] | None = None,
     ) -> Genotype:
-        """A genotype from one (kernel, expansion, se) per stage; `skip` lists layer indices."""
-        g = []
+        """A genotype from one (kernel, expansion, se) per stage, at one width."""
+        ops = []
         for (_t, _c, n, _s), (k, e, se) in zip(MOBILENET_V2_STAGES, stage_ops, strict=True):
-            g += [op_index(k, e, se)] * n
-        for i in skip:
-            g[i] = len(MBCONV_OPS)
-        return self.validate(tuple(g))
+            ops += [MBConvOp(k, e, se)] * n
+        return self.encode(width, depths or {}, ops)
 
 
 def _shape(shape: tuple[int, int, int]) -> str:
     return "x".join(str(v) for v in shape)
 
 
-def _layer_key(slot: Slot, op: LayerOp) -> str:
+def _layer_key(slot: Slot, op: MBConvOp) -> str:
     """Latency-table key: op config, input shape, output width and stride."""
-    if op is None:
-        return f"{SKIP}:{_shape(slot.in_shape)}"
     return f"{op.label}:{_shape(slot.in_shape)}->{slot.cout}:s{slot.stride}"

@@ -1,10 +1,27 @@
-"""The CANAS search space: a ShuffleNetV1-layout chain of 16 layers, 8 unit types each.
+"""The CANAS search space: a ShuffleNetV1-layout chain of 16 units, 8 unit types each, with
+an elastic width and elastic depth.
 
 Layout (ShuffleNetV1): stem conv3x3 to 24 channels (stride from `stem_stride`, no max-pool),
-then three stages of 4, 8 and 4 units with output widths 96, 192, 384; the first unit of a
-stage has stride 2 and concatenates its branch with a 3x3 average-pool shortcut (so the
-branch produces cout - cin channels), the others add a residual. Bottleneck width is
-cout / 4. Every width is a multiple of 24, so all group counts (1, 2, 3, 4, 8) divide them.
+then three stages of 4, 8 and 4 units; the first unit of a stage has stride 2 and
+concatenates its branch with a 3x3 average-pool shortcut (so the branch produces cout - cin
+channels), the others add a residual. The stage widths come from a table picked when the
+space is made, `ShuffleNetSpace(spec, widths=...)`: "small" 96/192/384 (the default) or
+"paper" 288/576/1152.
+
+Decisions, in genotype order:
+- `width`: one multiplier {0.5, 0.75, 1} for the stage widths; each scaled width is rounded
+  to a multiple of 24, at least 24 (`make_divisible(c * w, 24)`). The stem stays 24 at every
+  width, as ShuffleNetV1's conv1 does at every group count and scale.
+- `layer0` .. `layer15`: one of the 8 unit types; a unit that is not the first of its stage
+  (stride 1, cin == cout) may also be `skip`, removed from the network (elastic depth).
+  Skipping the 2nd or the 3rd unit of a stage gives the same network, so `canonical` moves a
+  stage's skips behind its kept units.
+
+Bottleneck: cout / 4 rounded up to a multiple of 24 (`bottleneck`), which is exactly
+ShuffleNetV1's cout / 4 at width 1 of both tables and relatively wider below (48 -> 24,
+144 -> 48). Every width and bottleneck is then a multiple of 24, so each group count
+(1, 2, 3, 4, 8) divides every 1x1 conv's channels and each dilation-branch count (1, 2, 3)
+splits the bottleneck evenly; `pw1_groups`' fallback only ever applies to the stem-fed unit.
 
 Each layer chooses one of 8 units, all built by `ShuffleUnit`:
 - ShuffleNet units (grouped 1x1 -> shuffle -> 3x3 depthwise -> grouped 1x1), g = 1,2,3,4,8;
@@ -13,11 +30,17 @@ Each layer chooses one of 8 units, all built by `ShuffleUnit`:
   per chunk with dilations {1,2}, {1,2,3} or {1,2,4}, then concatenated (MixConv style).
   The shuffle spreads every pointwise group over all dilation branches, so multi-scale
   context costs no more MACs than a plain unit of the same group count.
+
+The supernet holds one full-width candidate per (layer, unit type) and runs narrower networks
+on the leading channels of every weight (`factory.spaces.elastic`); grouped 1x1 convs keep
+their group count, each group using the leading rows and columns of its weight.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -26,9 +49,17 @@ from factory.spaces.base import (
     Block,
     Decision,
     Genotype,
+    InputSpec,
     LayerInfo,
     SearchSpace,
     Supernet,
+)
+from factory.spaces.elastic import (
+    channel_shuffle,
+    make_divisible,
+    slice_state,
+    sliced_conv_bn,
+    sliced_linear,
 )
 from factory.spaces.ops import (
     ChannelShuffle,
@@ -36,18 +67,23 @@ from factory.spaces.ops import (
     conv_bn,
     out_size,
     stem_stride,
-    with_prefix,
     zero_init_last_bn,
 )
 from factory.spaces.registry import SPACES
+from targets.errors import UserError
 
 STEM_CHANNELS = 24
-STAGES: tuple[tuple[int, int], ...] = (
-    # out channels, units (the first has stride 2)
-    (96, 4),
-    (192, 8),
-    (384, 4),
-)
+CHANNEL_STEP = 24  # every width and bottleneck is a multiple: lcm of the group counts 1..8, 3
+STAGE_UNITS = (4, 8, 4)  # units per stage; the first has stride 2
+STAGE_WIDTHS: dict[str, tuple[int, int, int]] = {
+    # output channels of the three stages at width 1
+    "small": (96, 192, 384),  # ours: sized for 28x28 inputs
+    # the paper's; ShuffleNetV1's g=3 1x is 240/480/960 (table 1), whose 60-channel
+    # bottleneck group 8 does not divide
+    "paper": (288, 576, 1152),
+}
+WIDTH_MULTIPLIERS = (0.5, 0.75, 1.0)
+SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -70,6 +106,12 @@ OPS: tuple[UnitOp, ...] = (
     UnitOp("msdil_d123_g3", 3, (1, 2, 3)),
     UnitOp("msdil_d124_g4", 4, (1, 2, 4)),
 )
+SKIP_INDEX = len(OPS)  # the option index of `skip` where a layer has it
+
+
+def bottleneck(cout: int) -> int:
+    """A unit's bottleneck width: cout / 4 rounded up to a multiple of 24 (see module doc)."""
+    return -(-cout // (4 * CHANNEL_STEP)) * CHANNEL_STEP
 
 
 @dataclass(frozen=True)
@@ -86,13 +128,40 @@ class LayerPlan:
     def out_hw(self) -> tuple[int, int]:
         return (out_size(self.in_hw[0], self.stride), out_size(self.in_hw[1], self.stride))
 
+    @property
+    def mid(self) -> int:
+        return bottleneck(self.cout)
+
+    @property
+    def branch_out(self) -> int:
+        """Channels of the unit's branch: the avg-pool shortcut brings cin at stride 2."""
+        return self.cout - self.cin if self.stride == 2 else self.cout
+
+    @property
+    def skippable(self) -> bool:
+        return self.stride == 1  # not a stage's first unit, so cin == cout
+
+
+def _plan(spec: InputSpec, widths: tuple[int, ...], width: float) -> tuple[LayerPlan, ...]:
+    """The 16 layers at one width multiplier, with their input sizes for `spec`."""
+    s = stem_stride(spec)
+    hw = (out_size(spec.height, s), out_size(spec.width, s))
+    cin, layers = STEM_CHANNELS, []
+    for c, units in zip(widths, STAGE_UNITS, strict=True):
+        cout = make_divisible(c * width, CHANNEL_STEP)
+        for u in range(units):
+            layer = LayerPlan(cin, cout, 2 if u == 0 else 1, hw, not layers)
+            layers.append(layer)
+            cin, hw = cout, layer.out_hw
+    return tuple(layers)
+
 
 def pw1_groups(cin: int, mid: int, groups: int, first: bool) -> int:
     """Groups of a unit's first 1x1 conv.
 
     As in ShuffleNetV1 the network's first unit keeps it ungrouped: its 24 stem channels
     are too few to split. It also falls back to 1 where `groups` does not divide the
-    input or bottleneck channels (never with the widths above; guards edits to STAGES).
+    input or bottleneck channels (never with multiples of 24; guards edits to the tables).
     """
     if first or cin % groups or mid % groups:
         return 1
@@ -103,12 +172,11 @@ class ShuffleUnit(nn.Module):
     """ShuffleNetV1 unit with one or more dilated depthwise branches.
 
     Stride 1: relu(x + branch(x)). Stride 2: relu(cat(avgpool3x3(x), branch(x))).
-    """
+    `forward_sliced` runs it at a narrower width (the supernet's)."""
 
     def __init__(self, op: UnitOp, plan: LayerPlan) -> None:
         super().__init__()
-        mid = plan.cout // 4
-        branch_out = plan.cout - plan.cin if plan.stride == 2 else plan.cout
+        mid = plan.mid
         g1 = pw1_groups(plan.cin, mid, op.groups, plan.first)
         self.chunk = mid // len(op.dilations)
         self.pw1 = conv_bn(plan.cin, mid, 1, groups=g1)
@@ -117,138 +185,204 @@ class ShuffleUnit(nn.Module):
             conv_bn(self.chunk, self.chunk, 3, plan.stride, self.chunk, d, act=None)
             for d in op.dilations
         )
-        self.pw2 = conv_bn(mid, branch_out, 1, groups=op.groups, act=None)
+        self.pw2 = conv_bn(mid, plan.branch_out, 1, groups=op.groups, act=None)
         self.pool = nn.AvgPool2d(3, 2, 1) if plan.stride == 2 else None
         if self.pool is None:
             zero_init_last_bn(self.pw2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, cin, H, W) -> (N, cout, H', W')
         y = self.shuffle(self.pw1(x))
+        y = self._depthwise(y, self.chunk, lambda dw, part: dw(part))
+        return self._join(x, self.pw2(y))
+
+    def forward_sliced(self, x: torch.Tensor, cout: int) -> torch.Tensor:
+        """The unit on x's channels (<= its cin) with `cout` (<= its cout) output channels;
+        the bottleneck is `bottleneck(cout)`, every conv and BN the leading slice of its own."""
+        mid = bottleneck(cout)
+        chunk = mid // len(self.dw)
+        branch = cout - x.shape[1] if self.pool is not None else cout
+        y = channel_shuffle(sliced_conv_bn(self.pw1, x, mid), self.shuffle.groups)
+        y = self._depthwise(y, chunk, lambda dw, part: sliced_conv_bn(dw, part, chunk))
+        return self._join(x, sliced_conv_bn(self.pw2, y, branch))
+
+    def _depthwise(self, y: torch.Tensor, chunk: int, run) -> torch.Tensor:
+        """One depthwise branch per `chunk` channels of y, concatenated."""
         if len(self.dw) == 1:
-            y = self.dw[0](y)
-        else:
-            parts = y.split(self.chunk, dim=1)
-            y = torch.cat([dw(p) for dw, p in zip(self.dw, parts, strict=True)], dim=1)
-        y = self.pw2(y)
+            return run(self.dw[0], y)
+        parts = y.split(chunk, dim=1)
+        return torch.cat([run(dw, p) for dw, p in zip(self.dw, parts, strict=True)], dim=1)
+
+    def _join(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.pool is None:
             return torch.relu(x + y)
         return torch.relu(torch.cat([self.pool(x), y], dim=1))
 
 
-class ShuffleNet(nn.Module):
-    """A standalone network of the space: stem, 16 units, classifier head."""
+@dataclass(frozen=True)
+class Arch:
+    """A decoded genotype: the width multiplier and the (layer index, unit) of each unit kept."""
 
-    def __init__(self, stem: nn.Module, layers: list[nn.Module], head: nn.Module) -> None:
+    width: float
+    units: tuple[tuple[int, UnitOp], ...]
+
+
+def _stem(spec: InputSpec) -> nn.Module:
+    return conv_bn(spec.channels, STEM_CHANNELS, 3, stem_stride(spec))
+
+
+class ShuffleNet(nn.Module):
+    """A standalone network of the space: stem, the units kept, classifier head."""
+
+    def __init__(self, spec: InputSpec, plan: tuple[LayerPlan, ...], arch: Arch) -> None:
         super().__init__()
-        self.stem = stem
-        self.layers = nn.Sequential(*layers)
-        self.head = head
+        self.stem = _stem(spec)
+        self.layers = nn.Sequential(*(ShuffleUnit(op, plan[i]) for i, op in arch.units))
+        self.head = ClassifierHead(plan[-1].cout, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, K)
         return self.head(self.layers(self.stem(x)))
 
 
 class ShuffleSupernet(Supernet):
-    """One candidate unit per option per layer (SPOS): `layers[i][j]` is option j of layer i."""
+    """One full-width candidate per layer and unit type (`layers.i.j`, SPOS); narrower
+    widths run on their leading channels, skipped units are left out."""
 
-    def __init__(self, stem: nn.Module, candidates: list[list[nn.Module]], head: nn.Module) -> None:
+    def __init__(self, space: ShuffleNetSpace) -> None:
         super().__init__()
-        self.stem = stem
-        self.layers = nn.ModuleList(nn.ModuleList(c) for c in candidates)
-        self.head = head
+        self.space = [space]  # in a list: a plain attribute, not a submodule
+        plan = space.plan()
+        self.stem = _stem(space.spec)
+        self.layers = nn.ModuleList(nn.ModuleList(ShuffleUnit(op, p) for op in OPS) for p in plan)
+        self.head = ClassifierHead(plan[-1].cout, space.spec.num_classes)
 
     def forward(self, x: torch.Tensor, g: Genotype) -> torch.Tensor:  # (N, C, H, W) -> (N, K)
+        space = self.space[0]
+        arch = space.decode(g)
+        plan = space.plan(arch.width)
         x = self.stem(x)
-        for options, choice in zip(self.layers, g, strict=True):
-            x = options[choice](x)
-        return self.head(x)
+        for i, op in arch.units:
+            x = self.layers[i][OPS.index(op)].forward_sliced(x, plan[i].cout)
+        return sliced_linear(self.head.fc, self.head.dropout(x.mean((2, 3))))
 
 
 @SPACES.decorator("shufflenet")
 class ShuffleNetSpace(SearchSpace):
-    """CANAS: 16 layers x 8 ShuffleNet / multi-scale dilated units (see module docstring)."""
+    """CANAS: width x 16 layers of 8 ShuffleNet / multi-scale dilated units or skip (see
+    module docstring)."""
 
     name = "shufflenet"
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"widths": tuple(STAGE_WIDTHS)}
 
+    def __init__(self, spec: InputSpec | None = None, widths: str = "small") -> None:
+        super().__init__(spec)
+        if widths not in STAGE_WIDTHS:
+            valid = ", ".join(STAGE_WIDTHS)
+            raise UserError(f"unknown shufflenet widths {widths!r}; valid: {valid}")
+        self.widths = widths
+        self._plans = {w: _plan(self.spec, STAGE_WIDTHS[widths], w) for w in WIDTH_MULTIPLIERS}
+
+    def plan(self, width: float = 1.0) -> tuple[LayerPlan, ...]:
+        """Channels, stride and input size of each searchable layer at one width multiplier."""
+        return self._plans[width]
+
+    # --- genotype layout ----------------------------------------------------------------
     def decisions(self) -> tuple[Decision, ...]:
+        width = Decision("width", tuple(f"w{w:g}" for w in WIDTH_MULTIPLIERS))
         labels = tuple(op.label for op in OPS)
-        return tuple(Decision(f"layer{i}", labels) for i in range(len(self.plan())))
+        layers = tuple(
+            Decision(f"layer{i}", (*labels, SKIP) if p.skippable else labels)
+            for i, p in enumerate(self.plan())
+        )
+        return (width, *layers)
 
-    def plan(self) -> list[LayerPlan]:
-        """Channels, stride and input size of each searchable layer for this input spec."""
-        s = stem_stride(self.spec)
-        hw = (out_size(self.spec.height, s), out_size(self.spec.width, s))
-        cin, layers = STEM_CHANNELS, []
-        for cout, units in STAGES:
-            for u in range(units):
-                layer = LayerPlan(cin, cout, 2 if u == 0 else 1, hw, not layers)
-                layers.append(layer)
-                cin, hw = cout, layer.out_hw
-        return layers
+    def decode(self, g: Genotype) -> Arch:
+        """Width and kept units of g."""
+        g = self.validate(g)
+        units = tuple((i, OPS[c]) for i, c in enumerate(g[1:]) if c != SKIP_INDEX)
+        return Arch(WIDTH_MULTIPLIERS[g[0]], units)
+
+    def canonical(self, g: Genotype) -> Genotype:
+        """g with each stage's skips moved behind its kept units (the same network)."""
+        out, start = list(self.validate(g)), 1
+        for units in STAGE_UNITS:
+            rest = slice(start + 1, start + units)  # the stage's skippable layers
+            kept = [c for c in out[rest] if c != SKIP_INDEX]
+            out[rest] = kept + [SKIP_INDEX] * (units - 1 - len(kept))
+            start += units
+        return tuple(out)
+
+    def arch_id(self, g: Genotype) -> str:
+        """As `SearchSpace.arch_id`; networks of the "paper" table get ids of their own."""
+        if self.widths == "small":
+            return super().arch_id(g)
+        text = f"{self.name}[widths={self.widths}]:{self.format(self.canonical(g))}"
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     def manual(self) -> dict[str, Genotype]:
-        n = len(self.plan())
-        index = {op.label: i for i, op in enumerate(OPS)}
-        return {f"shufflenet_g{k}": (index[f"shuffle_g{k}"],) * n for k in (1, 3, 8)}
+        out = {f"shufflenet_g{k}": self._uniform(k, 1.0) for k in (1, 3, 8)}
+        out["shufflenet_g3@0.5"] = self._uniform(3, 0.5)
+        return out
 
-    # --- networks ---------------------------------------------------------------------
-    def _stem(self) -> nn.Module:
-        return conv_bn(self.spec.channels, STEM_CHANNELS, 3, stem_stride(self.spec))
+    def _uniform(self, groups: int, width: float) -> Genotype:
+        """Every unit kept and a ShuffleNet unit of one group count, at one width."""
+        op = next(i for i, op in enumerate(OPS) if op.label == f"shuffle_g{groups}")
+        return (WIDTH_MULTIPLIERS.index(width), *(op,) * len(self.plan()))
 
-    def _head(self) -> ClassifierHead:
-        return ClassifierHead(STAGES[-1][0], self.spec.num_classes)
-
+    # --- networks -----------------------------------------------------------------------
     def build(self, g: Genotype) -> ShuffleNet:
-        g = self.validate(g)
-        units = [ShuffleUnit(OPS[c], p) for p, c in zip(self.plan(), g, strict=True)]
-        return ShuffleNet(self._stem(), units, self._head())
+        arch = self.decode(g)
+        return ShuffleNet(self.spec, self.plan(arch.width), arch)
 
     def supernet(self) -> ShuffleSupernet:
-        candidates = [[ShuffleUnit(op, p) for op in OPS] for p in self.plan()]
-        return ShuffleSupernet(self._stem(), candidates, self._head())
+        return ShuffleSupernet(self)
 
     def extract(self, supernet: Supernet, g: Genotype) -> dict[str, torch.Tensor]:
-        g = self.validate(g)
-        state = supernet.state_dict()
-        sd = with_prefix(state, "stem", "stem") | with_prefix(state, "head", "head")
-        for i, c in enumerate(g):
-            sd |= with_prefix(state, f"layers.{i}.{c}", f"layers.{i}")
-        return sd
+        arch = self.decode(g)
+        shapes = {k: v.shape for k, v in self.build(g).state_dict().items()}
+        keys = {}
+        for key in shapes:
+            part, _, rest = key.partition(".")
+            if part == "layers":
+                k, _, rest = rest.partition(".")
+                i, op = arch.units[int(k)]
+                keys[key] = f"layers.{i}.{OPS.index(op)}.{rest}"
+            else:
+                keys[key] = key
+        return slice_state(supernet.state_dict(), shapes, keys)
 
-    # --- descriptions -----------------------------------------------------------------
+    # --- descriptions -------------------------------------------------------------------
     def _unit_op(self, op: UnitOp, p: LayerPlan) -> str:
         """The unit's label, marking a first 1x1 whose groups differ from the option's."""
-        g1 = pw1_groups(p.cin, p.cout // 4, op.groups, p.first)
+        g1 = pw1_groups(p.cin, p.mid, op.groups, p.first)
         return op.label if g1 == op.groups else f"{op.label}_pw1g{g1}"
 
-    def _stem_key(self) -> str:
-        c, h, w = self.spec.shape
-        return f"stem_conv3x3:{c}x{h}x{w}->{STEM_CHANNELS}:s{stem_stride(self.spec)}"
-
-    def _head_key(self, hw: tuple[int, int]) -> str:
-        c = STAGES[-1][0]
-        return f"head_gap_fc:{c}x{hw[0]}x{hw[1]}->{self.spec.num_classes}"
-
     def describe(self, g: Genotype) -> list[LayerInfo]:
-        """Stem, 16 units, head; the head's shape is (num_classes, 1, 1)."""
-        g, plan = self.validate(g), self.plan()
-        s = stem_stride(self.spec)
+        """Stem, the units kept (skipped ones have no row), head of shape (num_classes, 1, 1)."""
+        arch = self.decode(g)
+        plan, s = self.plan(arch.width), stem_stride(self.spec)
         rows = [LayerInfo("stem", f"conv3x3_bn_relu s{s}", (STEM_CHANNELS, *plan[0].in_hw))]
-        for i, (p, c) in enumerate(zip(plan, g, strict=True)):
+        for i, op in arch.units:
+            p = plan[i]
             join = "concat_avgpool" if p.stride == 2 else "add"
-            op = f"{self._unit_op(OPS[c], p)} s{p.stride} {join}"
-            rows.append(LayerInfo(f"layer{i}", op, (p.cout, *p.out_hw)))
+            label = f"{self._unit_op(op, p)} s{p.stride} {join}"
+            rows.append(LayerInfo(f"layer{i}", label, (p.cout, *p.out_hw)))
         rows.append(LayerInfo("head", "gap_fc", (self.spec.num_classes, 1, 1)))
         return rows
 
     def blocks(self, g: Genotype) -> list[Block]:
-        """Stem, each unit, head of a freshly built `build(g)` (eval mode)."""
-        g, plan = self.validate(g), self.plan()
+        """Stem, each unit kept, head of a freshly built `build(g)` (eval mode); a unit's
+        key holds its type, input shape, output width and stride (the bottleneck follows)."""
+        arch = self.decode(g)
+        plan, spec = self.plan(arch.width), self.spec
         model = self.build(g).eval()
-        out = [Block(self._stem_key(), model.stem, self.spec.shape)]
-        for p, c, unit in zip(plan, g, model.layers, strict=True):
-            key = f"{self._unit_op(OPS[c], p)}:{p.cin}x{p.in_hw[0]}x{p.in_hw[1]}"
-            out.append(Block(f"{key}->{p.cout}:s{p.stride}", unit, (p.cin, *p.in_hw)))
+        c, h, w = spec.shape
+        stem_key = f"stem_conv3x3:{c}x{h}x{w}->{STEM_CHANNELS}:s{stem_stride(spec)}"
+        out = [Block(stem_key, model.stem, spec.shape)]
+        for (i, op), unit in zip(arch.units, model.layers, strict=True):
+            p = plan[i]
+            key = f"{self._unit_op(op, p)}:{p.cin}x{p.in_hw[0]}x{p.in_hw[1]}->{p.cout}:s{p.stride}"
+            out.append(Block(key, unit, (p.cin, *p.in_hw)))
         last = plan[-1]
-        out.append(Block(self._head_key(last.out_hw), model.head, (last.cout, *last.out_hw)))
+        head_key = f"head_gap_fc:{last.cout}x{last.out_hw[0]}x{last.out_hw[1]}->{spec.num_classes}"
+        out.append(Block(head_key, model.head, (last.cout, *last.out_hw)))
         return out

@@ -58,7 +58,7 @@ def test_targets_json_lists_all() -> None:
         (("targets", "show", "pdp-11"), "unknown target 'pdp-11'; valid: cuda-gpu"),
         (("spaces", "show", "resnet"), "unknown space 'resnet'; valid: mobilenet, shufflenet"),
         (("spaces", "show", "mobilenet", "-g", "1-2-x"), "cannot parse mobilenet genotype"),
-        (("spaces", "show", "mobilenet", "-g", "0-0"), "needs 17 choices"),
+        (("spaces", "show", "mobilenet", "-g", "0-0"), "needs 23 choices"),
         (("spaces", "show", "vgg", "--input-shape", "28x28"), "input shape must look like"),
     ],
 )
@@ -82,7 +82,7 @@ def test_spaces_show_samples_json_with_costs() -> None:
     result = invoke("spaces", "show", "mobilenet", "--sample", "3", "--seed", "1", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["space"] == "mobilenet" and len(data["decisions"]) == 17
+    assert data["space"] == "mobilenet" and len(data["decisions"]) == 23
     models = data["models"]
     assert len(models) == 3 and len({m["genotype"] for m in models}) == 3
     for m in models:

@@ -1,4 +1,4 @@
-"""The `mobilenet` space: layout, skip/residual rules, weight sharing, shapes, export."""
+"""The `mobilenet` space: layout, width and depth, residual rules, weight sharing, export."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fvcore.nn import FlopCountAnalysis
 from torch import nn
 from torchvision.models import mobilenet_v2
 
+from factory.baselines import Baseline
 from factory.spaces import InputSpec, get_space
 from factory.spaces.mobilenet import (
     MBCONV_OPS,
@@ -17,10 +18,12 @@ from factory.spaces.mobilenet import (
     MobileNetSpace,
     op_index,
 )
+from profilers.flops import count_costs
 from targets.errors import UserError
 
 STAGE_FIRST = {0, 1, 3, 6, 10, 13, 16}  # first layer of each MobileNetV2 stage
 STRIDE_2 = {1, 3, 6, 13}
+HEAD = 6  # width + five stage depths come before the 17 layer choices
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +32,15 @@ def space() -> MobileNetSpace:
 
 
 def _largest(space: MobileNetSpace) -> tuple[int, ...]:
-    return tuple(op_index(7, 6, True) for _ in space.choices())
+    return (3, 1, 2, 3, 2, 2) + (op_index(7, 6, True),) * 17
 
 
 def _smallest(space: MobileNetSpace) -> tuple[int, ...]:
-    return tuple(18 if c == 19 else 0 for c in space.choices())
+    return (0,) * 6 + (op_index(3, 1),) * 17
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def _macs(model: nn.Module, shape: tuple[int, int, int]) -> float:
@@ -49,7 +56,7 @@ def supernet(space: MobileNetSpace) -> nn.Module:
     torch.manual_seed(0)
     sn = space.supernet().train()
     with torch.no_grad():
-        sn(torch.randn(4, *space.spec.shape) * 2 + 0.5, space.manual()["mobilenet_v2"])
+        sn(torch.randn(4, *space.spec.shape) * 2 + 0.5, space.manual()["mobilenet_v2@1"])
         for bn in (m for m in sn.modules() if isinstance(m, nn.BatchNorm2d)):
             bn.running_mean.uniform_(-0.5, 0.5)
             bn.running_var.uniform_(0.5, 2.0)
@@ -58,79 +65,97 @@ def supernet(space: MobileNetSpace) -> nn.Module:
     return sn.eval()
 
 
-def test_decisions_are_the_option_grid_plus_skip_where_shape_keeps(space):
+def test_decisions_are_width_depths_then_the_option_grid(space):
     decisions = space.decisions()
-    assert len(decisions) == 17
-    assert [len(d.options) for d in decisions] == [
-        18 if i in STAGE_FIRST else 19 for i in range(17)
+    assert [d.name for d in decisions[:HEAD]] == [
+        "width",
+        *(f"stage{i}_depth" for i in (2, 3, 4, 5, 6)),
     ]
+    assert decisions[0].options == ("w0.35", "w0.5", "w0.75", "w1")
+    assert [len(d.options) for d in decisions[1:HEAD]] == [2, 3, 4, 3, 3]
+    assert len(decisions) == HEAD + 17
     assert len({op.label for op in MBCONV_OPS}) == 18
-    for d in decisions:
-        assert d.options[:18] == tuple(op.label for op in MBCONV_OPS)
-        assert d.options[18:] in ((), ("skip",))
-    assert decisions[4].options[op_index(5, 3, True)] == "mbconv_k5_e3_se"
+    for d in decisions[HEAD:]:
+        assert d.options == tuple(op.label for op in MBCONV_OPS)
+    assert decisions[HEAD + 4].options[op_index(5, 3, True)] == "mbconv_k5_e3_se"
 
 
 def test_strides_and_widths_follow_mobilenet_v2(space):
     assert [s.stride for s in space.slots] == [2 if i in STRIDE_2 else 1 for i in range(17)]
     widths = [s.cout for s in space.slots]
     assert widths == [16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320]
-    assert [s.skippable for s in space.slots] == [i not in STAGE_FIRST for i in range(17)]
+    assert [s.residual for s in space.slots] == [i not in STAGE_FIRST for i in range(17)]
+    # torchvision's rounding: 0.35 x 16 = 5.6 -> 8, 0.35 x 32 = 11.2 -> 16 (never 10 % down)
+    assert [s.cout for s in space.slots_at(0.35)][:4] == [8, 8, 8, 16]
+    assert space.slots_at(0.35)[0].cin == 16
 
 
-@pytest.mark.parametrize(
-    ("spec", "stem_hw", "last_hw"),
-    [
-        (InputSpec(), 28, 2),
-        (InputSpec(3, 32, 32, 10), 32, 2),
-        (InputSpec(3, 64, 64, 5), 32, 2),
-        (InputSpec(3, 40, 56, 4), 20, 2),
-    ],
-)
-def test_shapes_for_each_input(spec, stem_hw, last_hw):
-    space = get_space("mobilenet", spec)
-    g = space.sample(np.random.default_rng(1))
-    assert space.slots[0].in_shape[1] == stem_hw
-    assert space.slots[-1].out_shape[1] == last_hw
-    with torch.no_grad():
-        out = space.build(g).eval()(torch.randn(2, *spec.shape))
-    assert out.shape == (2, spec.num_classes)
+@pytest.mark.parametrize("width", [0.35, 0.5, 0.75, 1.0])
+def test_mobilenet_v2_at_each_width_is_the_baseline_network(space, width):
+    """The manual architecture and factory.baselines' torchvision network: same params, MACs."""
+    ours = space.build(space.manual()[f"mobilenet_v2@{width:g}"])
+    theirs = Baseline("mobilenet_v2", width).build(space.spec)
+    shape = (1, *space.spec.shape)
+    a, b = count_costs(ours, shape), count_costs(theirs, shape)
+    assert a.params == b.params == count_parameters(theirs)
+    assert a.macs == b.macs > 0 and not a.unsupported_ops and not b.unsupported_ops
+    assert space.parse(f"mobilenet_v2@{width:g}") == space.manual()[f"mobilenet_v2@{width:g}"]
 
 
 def test_mobilenet_v2_matches_torchvision_body(space):
-    g = space.manual()["mobilenet_v2"]
+    g = space.manual()["mobilenet_v2@1"]
     assert [r.op.split("_s")[0] for r in space.describe(g)[1:-1]] == ["mbconv_k3_e1"] + [
         "mbconv_k3_e6"
     ] * 16
     ours = space.build(g).layers
     theirs = mobilenet_v2(num_classes=10).features[1:18]
-    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert count_parameters(ours) == count_parameters(theirs)
     assert _macs(ours, (32, 28, 28)) == _macs(theirs, (32, 28, 28)) > 0
 
 
+def test_depth_keeps_the_first_layers_of_a_stage(space):
+    full = space.manual()["mobilenet_v2@0.5"]
+    shallow = (full[0], 0, 0, 0, 0, 0, *full[HEAD:])  # every elastic stage at depth 1
+    rows = space.describe(shallow)[1:-1]
+    assert [r.name for r in rows] == [f"layer{i + 1:02d}" for i in sorted(STAGE_FIRST)]
+    assert len(space.build(shallow).layers) == 7
+    assert _macs(space.build(shallow), space.spec.shape) < _macs(space.build(full), (1, 28, 28))
+
+
+def test_choices_of_dropped_layers_do_not_change_the_architecture(space):
+    g = list(space.manual()["mobilenet_v2@0.5"])
+    g[1] = 0  # stage 2 keeps one layer: layer03's choice no longer matters
+    other = list(g)
+    other[HEAD + 2] = op_index(7, 3, True)
+    assert space.arch_id(tuple(g)) == space.arch_id(tuple(other))
+    assert space.canonical(tuple(other)) == space.canonical(tuple(g))
+    other[HEAD + 1] = op_index(7, 3, True)  # layer02 is kept: a different network
+    assert space.arch_id(tuple(g)) != space.arch_id(tuple(other))
+
+
 def test_mnasnet_a1_layout(space):
-    ops = [r.op for r in space.describe(space.manual()["mnasnet_a1"])[1:-1]]
-    assert ops[12] == "skip"
-    assert ops[3].startswith("mbconv_k5_e3_se") and ops[13].startswith("mbconv_k5_e6_se")
-    assert all("_se" not in op for op in ops[:3] + ops[6:10] + ops[16:])
+    rows = space.describe(space.manual()["mnasnet_a1"])[1:-1]
+    assert "layer13" not in [r.name for r in rows]  # A1's 5th stage has two layers
+    ops = [r.op for r in rows]
+    assert ops[3].startswith("mbconv_k5_e3_se") and ops[12].startswith("mbconv_k5_e6_se")
+    assert all("_se" not in op for op in ops[:3] + ops[6:10] + ops[15:])
     assert space.parse("mnasnet_a1") == space.manual()["mnasnet_a1"]
 
 
 def test_layer_modules_follow_their_option(space):
-    g = (0, 5, 18, 17, 18, 2, 4, 18, 1, 18, 16, 18, 18, 3, 18, 11, 4)
+    rng = np.random.default_rng(2)
+    g = space.sample(rng)
+    arch = space.decode(g)
     net = space.build(g)
-    for slot, choice, layer in zip(space.slots, g, net.layers, strict=True):
-        if choice == 18:
-            assert isinstance(layer, nn.Identity) and slot.skippable
-            continue
-        op = MBCONV_OPS[choice]
+    slots = space.slots_at(arch.width)
+    for (i, op), layer in zip(arch.layers, net.layers, strict=True):
         convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
         dw = [c for c in convs if c.groups > 1]
         assert len(dw) == 1 and dw[0].kernel_size == (op.kernel, op.kernel)
-        assert dw[0].stride == (slot.stride, slot.stride)
-        assert dw[0].in_channels == slot.cin * op.expansion
+        assert dw[0].stride == (slots[i].stride, slots[i].stride)
+        assert dw[0].in_channels == slots[i].cin * op.expansion
         assert len(convs) == 2 + (op.expansion != 1) + 2 * op.se  # SE adds two 1x1s
-        assert layer.residual == slot.skippable
+        assert layer.residual == slots[i].residual
 
 
 def test_residual_is_added(space):
@@ -140,14 +165,19 @@ def test_residual_is_added(space):
     x = torch.randn(2, 24, 7, 7)
     with torch.no_grad():
         torch.testing.assert_close(block(x), x + 0.5)
+        torch.testing.assert_close(
+            block.forward_sliced(x[:, :16], 16, MBCONV_OPS[op_index(5, 3)]), x[:, :16] + 0.5
+        )
     assert not InvertedResidual(24, 32, 1, MBCONV_OPS[0]).residual
     assert not InvertedResidual(24, 24, 2, MBCONV_OPS[0]).residual
 
 
-def test_supernet_weights_give_the_same_network(space, supernet):
-    sn, rng = supernet, np.random.default_rng(6)
+@pytest.mark.parametrize("width", [0, 1, 2, 3])
+def test_supernet_weights_give_the_same_network_at_every_width(space, supernet, width):
+    sn, rng = supernet, np.random.default_rng(6 + width)
     x = torch.randn(3, *space.spec.shape)
     for g in [space.manual()["mnasnet_a1"], _largest(space), space.sample(rng)]:
+        g = (width, *g[1:])
         sd = space.extract(sn, g)
         assert set(sd) == set(space.build(g).state_dict())
         model = space.build_from_supernet(sn, g)
@@ -156,18 +186,45 @@ def test_supernet_weights_give_the_same_network(space, supernet):
         assert diff <= 1e-5
 
 
+def test_every_option_of_a_layer_trains_one_shared_block(space, supernet):
+    assert len(supernet.layers) == 17
+    block = supernet.layers[5]  # 32 -> 32 channels, stride 1, built as k7_e6_se
+    assert block.roles == ("expand", "depthwise", "se", "project")
+    assert block.body[1][0].kernel_size == (7, 7) and block.body[1][0].in_channels == 192
+    g = list(space.manual()["mobilenet_v2@1"])
+    g[HEAD + 5] = op_index(5, 1, True)  # layer06 as k5_e1_se: no expand conv, the 5x5 centre
+    model = space.build_from_supernet(supernet, tuple(g))
+    dw = model.layers[5].body[0][0].weight  # (32, 1, 5, 5)
+    torch.testing.assert_close(dw, block.body[1][0].weight[:32, :, 1:6, 1:6])
+
+
+def test_narrow_paths_train_the_leading_channels_of_the_shared_weights(space):
+    torch.manual_seed(0)
+    sn = space.supernet().train()
+    g = space.manual()["mobilenet_v2@0.35"]
+    sn(torch.randn(4, *space.spec.shape), g).sum().backward()
+    stem_grad = sn.stem[0].weight.grad
+    assert stem_grad[:16].abs().sum() > 0 and stem_grad[16:].abs().sum() == 0
+    bn = sn.stem[1]
+    assert bn.running_mean[:16].abs().sum() > 0 and bn.running_mean[16:].abs().sum() == 0
+
+
 def test_extract_rejects_a_bad_genotype(space, supernet):
     sn = supernet
-    with pytest.raises(UserError, match=r"layer01 must be in 0\.\.17"):
-        space.extract(sn, (18,) + (0,) * 16)
-    with pytest.raises(UserError, match="needs 17 choices"):
+    with pytest.raises(UserError, match=r"width must be in 0\.\.3"):
+        space.extract(sn, (4,) + (0,) * 22)
+    with pytest.raises(UserError, match="needs 23 choices"):
         space.extract(sn, (0,) * 3)
 
 
 def test_describe_matches_the_blocks_real_shapes(space):
     g = space.manual()["mnasnet_a1"]
     blocks, rows = space.blocks(g), space.describe(g)
-    assert [r.name for r in rows] == ["stem", *(f"layer{i:02d}" for i in range(1, 18)), "head"]
+    assert [r.name for r in rows] == [
+        "stem",
+        *(f"layer{i:02d}" for i in range(1, 18) if i != 13),
+        "head",
+    ]
     assert len(blocks) == len(rows)
     h = torch.randn(1, *space.spec.shape)
     with torch.no_grad():
@@ -182,45 +239,48 @@ def test_describe_matches_the_blocks_real_shapes(space):
 
 def test_blocks_reproduce_the_built_network(space):
     g = space.sample(np.random.default_rng(3))
-    chain = nn.Sequential(*(b.module for b in space.blocks(g)))
+    blocks = space.blocks(g)
+    chain = nn.Sequential(*(b.module for b in blocks))
     model = space.build(g)
-    model.load_state_dict(_sequential_to_net(chain.state_dict()), strict=True)
+    model.load_state_dict(_sequential_to_net(chain.state_dict(), len(blocks) - 1), strict=True)
     x = torch.randn(2, *space.spec.shape)
     with torch.no_grad():
         torch.testing.assert_close(chain(x), model.eval()(x), atol=1e-5, rtol=0)
 
 
-def _sequential_to_net(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _sequential_to_net(sd: dict[str, torch.Tensor], head: int) -> dict[str, torch.Tensor]:
     """nn.Sequential(stem, *layers, head) keys -> MobileNetNet keys."""
     out = {}
     for k, v in sd.items():
         i, rest = k.split(".", 1)
         i = int(i)
-        name = "stem" if i == 0 else "head" if i == 18 else f"layers.{i - 1}"
+        name = "stem" if i == 0 else "head" if i == head else f"layers.{i - 1}"
         out[f"{name}.{rest}"] = v
     return out
 
 
 def test_block_keys_identify_config_and_shape(space):
-    keys = [b.key for b in space.blocks(space.manual()["mobilenet_v2"])]
+    keys = [b.key for b in space.blocks(space.manual()["mobilenet_v2@1"])]
     assert keys[1] == "mbconv_k3_e1:32x28x28->16:s1"
     assert keys[2] == "mbconv_k3_e6:16x28x28->24:s2"
     assert keys[5] == keys[6] == "mbconv_k3_e6:32x7x7->32:s1"
     assert keys[3] == "mbconv_k3_e6:24x14x14->24:s1"  # same op as keys[5], other shape
     assert keys[0] == "stem_conv3x3_s1:1x28x28->32"
-    assert keys[-1] == "head_conv1x1_640_fc10:320x2x2"
-    skips = space.blocks(_smallest(space))
-    assert skips[3].key == "skip:24x14x14" and isinstance(skips[3].module, nn.Identity)
+    assert keys[-1] == "head_conv1x1_1280_fc10:320x2x2"
+    narrow = [b.key for b in space.blocks(space.manual()["mobilenet_v2@0.5"])]
+    assert narrow[0] == "stem_conv3x3_s1:1x28x28->16" and narrow[-1].endswith(":160x2x2")
     other = get_space("mobilenet", InputSpec(3, 64, 64, 5)).blocks(_smallest(space))
-    assert other[0].key != skips[0].key and other[-1].key != skips[-1].key
+    smallest = space.blocks(_smallest(space))
+    assert other[0].key != smallest[0].key and other[-1].key != smallest[-1].key
 
 
-def test_macs_stay_in_the_cpu_budget(space):
+def test_macs_span_below_mobilenet_v3_small_to_above_mobilenet_v2(space):
     shape = space.spec.shape
     largest = _macs(space.build(_largest(space)), shape)
     smallest = _macs(space.build(_smallest(space)), shape)
-    v2 = _macs(space.build(space.manual()["mobilenet_v2"]), shape)
-    assert smallest < 5e6 < v2 < 40e6 < largest < 150e6
+    v3_small = _macs(Baseline("mobilenet_v3_small", 0.5).build(space.spec), shape)
+    v2 = _macs(space.build(space.manual()["mobilenet_v2@1"]), shape)
+    assert smallest < v3_small and smallest < 2e6 < v2 < 40e6 < largest < 150e6
 
 
 def test_onnx_export_matches_torch(space, supernet, tmp_path):

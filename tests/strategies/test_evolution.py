@@ -9,13 +9,35 @@ import numpy as np
 import pytest
 
 import factory.strategies.evolution as evo
-from factory.spaces import get_space
 from factory.spaces.base import Decision, Genotype, SearchSpace
 from factory.strategies.base import PathSource, Record, Weights
 from factory.strategies.registry import STRATEGIES
 from targets.errors import UserError
 
-SPACE = get_space("shufflenet")  # 16 decisions x 8 options; only its genotype operators run
+
+class GridSpace(SearchSpace):
+    """`n` decisions of `k` options and nothing to build: only the genotype operators run
+    (the base class's, shared by every real space)."""
+
+    name = "grid"
+
+    def __init__(self, n: int, k: int) -> None:
+        super().__init__()
+        self.n, self.k = n, k
+
+    def decisions(self) -> tuple[Decision, ...]:
+        return tuple(Decision(f"d{i}", tuple(map(str, range(self.k)))) for i in range(self.n))
+
+    def build(self, g):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    supernet = extract = describe = blocks = build
+
+    def manual(self) -> dict[str, Genotype]:
+        return {}
+
+
+SPACE = GridSpace(16, 8)  # the size of the CANAS space's layer choices
 
 
 class ToyContext:
@@ -136,25 +158,8 @@ def test_offspring_split_and_no_duplicates(population: int, ratio: float, split:
         assert not set(children) & set(parents)
 
 
-class TinySpace(SearchSpace):
-    """Three binary decisions (8 genotypes): most draws collide. Only its operators run."""
-
-    name = "tiny"
-
-    def decisions(self) -> tuple[Decision, ...]:
-        return tuple(Decision(f"d{i}", ("a", "b")) for i in range(3))
-
-    def build(self, g):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    supernet = extract = describe = blocks = build
-
-    def manual(self) -> dict[str, Genotype]:
-        return {}
-
-
 def test_offspring_in_a_crowded_space_stay_distinct() -> None:
-    tiny = TinySpace()
+    tiny = GridSpace(3, 2)  # 8 genotypes: most draws collide
     cfg = evo.EvolutionConfig(population=4)
     for seed in range(10):
         rng = np.random.default_rng(seed)
