@@ -48,7 +48,8 @@ app = typer.Typer(
         "Measure a model on a target, or build and check latency lookup tables.\n\n"
         "factory profile MODEL --target T [--json]: MACs, params and latency statistics of "
         "MODEL, which is a .onnx file, torchvision:NAME (e.g. torchvision:mobilenet_v3_small) "
-        "or SPACE:GENOTYPE (e.g. mobilenet:mobilenet_v2@0.5). See `factory profile MODEL --help`.\n\n"
+        "or SPACE:GENOTYPE (e.g. mobilenet:mobilenet_v2@0.5). See `factory profile MODEL --help`."
+        "\n\n"
         "factory profile lut build|validate --space S --target T: latency lookup tables."
     ),
 )
