@@ -136,7 +136,9 @@ class Point:
     @property
     def spread(self) -> float:
         """(max - min) / median of the per-round medians."""
-        return (max(self.latency_ms) - min(self.latency_ms)) / self.median_ms
+        from profilers.base import relative_spread
+
+        return relative_spread(self.latency_ms)
 
     def row(self) -> dict:
         keep = ("name", "kind", "params", "macs", "accuracy", "latency_ms")
@@ -185,26 +187,25 @@ def time_all(points: list[Point], rounds: int) -> dict:
     """Every model once per round on x86-cpu, the order rotating from round to round, so a
     change of load touches all of them alike. Returns the first measurement's context."""
     from profilers.base import ProfileSettings
+    from profilers.paired import time_in_rounds
     from profilers.registry import get_profiler
     from targets import get_target
 
     target = get_target("x86-cpu")
-    profiler = get_profiler(target)
     settings = ProfileSettings(warmup_ms=100, min_duration_ms=400, min_iters=20, batch=1)
-    context = {}
-    for r in range(rounds):
-        order = points[r % len(points) :] + points[: r % len(points)]
-        for p in order:
-            m = profiler.profile(p.onnx, target, None, settings)
-            p.latency_ms.append(m.latency_ms.median)
-            context = context or {
-                "runtime": f"{m.runtime} {m.runtime_version}",
-                "provider": m.provider,
-                "threads": m.threads,
-                "input_shape": list(m.input_shape),
-            }
-        print(f"round {r + 1}/{rounds} done", flush=True)
-    return context
+    timed = time_in_rounds(
+        get_profiler(target), [p.onnx for p in points], target, rounds, settings,
+        on_round=lambda r: print(f"round {r + 1}/{rounds} done", flush=True),
+    )  # fmt: skip
+    for p, ms in zip(points, timed, strict=True):
+        p.latency_ms = [m.latency_ms.median for m in ms]
+    m = timed[0][0]
+    return {
+        "runtime": f"{m.runtime} {m.runtime_version}",
+        "provider": m.provider,
+        "threads": m.threads,
+        "input_shape": list(m.input_shape),
+    }
 
 
 def front_of(points: list[Point]) -> list[Point]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import statistics
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -72,8 +73,7 @@ class PairedComparison:
     @property
     def spread(self) -> float:
         """(max - min) / median of the per-pair ratios: how much to trust `ratio`."""
-        ratios = self.ratios
-        return (max(ratios) - min(ratios)) / self.ratio
+        return relative_spread(self.ratios)
 
     @property
     def unstable(self) -> bool:
@@ -98,14 +98,30 @@ class LatencyProfiler(ABC):
         `target.input_shape`; `settings.batch` then overrides the batch dimension.
         """
         settings = settings or ProfileSettings()
-        model = check_model_input(model)
-        state = self._prepare(model, target, input_shape, settings.batch)
+        with self.opened(model, target, input_shape, settings.batch) as state:
+            return self.measure(state, target, settings)
+
+    @contextmanager
+    def opened(
+        self,
+        model: ModelInput | str,
+        target: Target,
+        input_shape: tuple[int, ...] | None = None,
+        batch: int | None = None,
+    ) -> Iterator[Any]:
+        """The model loaded and ready to time with `measure` or `time_runs`, released on exit:
+        for callers that interleave windows of several models without reloading them."""
+        state = self._prepare(check_model_input(model), target, input_shape, batch)
         try:
-            timed = self.time_runs(state, settings)
-            per_op_ms = self._per_op(state, settings) if settings.per_op else {}
-            return self._measurement(state, target, timed, per_op_ms)
+            yield state
         finally:
             self._close(state)
+
+    def measure(self, state: Any, target: Target, settings: ProfileSettings) -> Measurement:
+        """One `Measurement` of a model that `opened` loaded: warm up, time, statistics."""
+        timed = self.time_runs(state, settings)
+        per_op_ms = self._per_op(state, settings) if settings.per_op else {}
+        return self._measurement(state, target, timed, per_op_ms)
 
     def compare(
         self,
@@ -216,6 +232,11 @@ class LatencyProfiler(ABC):
 
     def _close(self, state: Any) -> None:  # noqa: B027 - optional hook
         """Release the runner state."""
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """(max - min) / median: how far repeated figures of one quantity stray from each other."""
+    return (max(values) - min(values)) / statistics.median(values)
 
 
 def check_model_input(model: ModelInput | str) -> ModelInput:

@@ -42,6 +42,32 @@ def print_front(run_dir: Path) -> None:
             f"[dim]{row['genotype']}[/dim]",
         )
     Console().print(table)
+    for line in front_notes(doc):
+        typer.echo(line)
+
+
+def front_notes(doc: dict) -> list[str]:
+    """One line each: candidates kept off the front as chance-level, and how far the
+    latency objective strays from the final re-measurement (or why there is none)."""
+    lines = []
+    dropped = doc.get("dropped") or {}
+    if dropped.get("count"):
+        lines.append(
+            f"dropped {dropped['count']} architectures scoring below "
+            f"{100 * dropped['threshold']:.1f} % ({dropped['from_front']} would have been on "
+            f"the front): {dropped['rule']}"
+        )
+    final = doc.get("latency_final")
+    if final and "skipped" in final:
+        if "latency_ms" in doc["objectives"]:
+            lines.append(f"final latency re-measurement skipped: {final['skipped']}")
+    elif final and doc.get("latency_error") is not None:
+        lines.append(
+            f"latency objective vs final re-measurement: median error "
+            f"{100 * doc['latency_error']:.1f} % over the front ({final['rounds']} rounds, "
+            f"{final['models']} models, {final['seconds']:.0f} s; latency_ms_final in pareto.json)"
+        )
+    return lines
 
 
 def report(

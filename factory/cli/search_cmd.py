@@ -61,7 +61,11 @@ def search(
     ] = 500,
     latency: Annotated[
         str,
-        typer.Option(help="auto (measure locally, table for remote targets), measure or table."),
+        typer.Option(
+            help="How the latency objective is timed: robust (alternating with a reference "
+            "model, ranks alike under load), measure (median of one window), table (the "
+            "target's latency table) or auto (robust locally, table for remote targets).",
+        ),
     ] = "auto",
     f_min: Annotated[
         float | None, typer.Option(help="Lowest cost the annealing sweeps to.")
@@ -103,6 +107,7 @@ def search(
     (options given with --resume must match the run's saved config).
     """
     from factory.search.config import SearchConfig, parse_duration, parse_objectives
+    from factory.search.costs import LATENCY_MODES
     from factory.search.runner import load_run_config, run_search
 
     if threads:
@@ -111,6 +116,8 @@ def search(
         torch.set_num_threads(threads)
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    if latency not in LATENCY_MODES:
+        fail(f"unknown latency mode {latency!r}; valid: {', '.join(LATENCY_MODES)}")
     values = {
         "space": space,
         "strategy": strategy,

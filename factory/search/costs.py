@@ -9,28 +9,37 @@ import numpy as np
 
 from factory.spaces.base import Genotype, SearchSpace
 from profilers.base import ProfileSettings
+from profilers.paired import PairedSettings, PairedTimer
 from targets.errors import UserError
 from targets.target import Target
 
 COSTS = ("latency_ms", "macs", "params")
-LATENCY_MODES = ("auto", "measure", "table")
+# measure: the median of one window; robust: windows alternating with a reference model
+# (profilers.paired), which ranks alike whether or not other jobs load the machine
+LATENCY_MODES = ("auto", "measure", "robust", "table")
 
-# Short timing for search: enough to rank candidates; final models are re-measured carefully.
+# Short timing for search: enough to rank candidates; the final front is re-measured
+# carefully (factory.search.remeasure).
 SEARCH_TIMING = ProfileSettings(warmup_ms=50.0, min_duration_ms=200.0, min_iters=20)
+ROBUST_TIMING = PairedSettings()  # 10 pairs of ~25 ms windows: ~0.5 s a candidate
 
 
 @dataclass
 class CostModel:
-    """Computes and caches the costs a search asked for."""
+    """Computes and caches the costs a search asked for. Latency (`latency_mode`): robust
+    (paired with a reference model, `profilers.paired`), measure (one window), table (the
+    target's latency table) or auto (robust locally, table for remote targets)."""
 
     space: SearchSpace
     target: Target
     names: tuple[str, ...]  # subset of COSTS
     latency_mode: str = "auto"
     settings: ProfileSettings = SEARCH_TIMING
+    robust: PairedSettings = ROBUST_TIMING
     _cache: dict[str, dict[str, float]] = field(default_factory=dict)
     _how: dict[str, str] = field(default_factory=dict)
     _table: object | None = None
+    _timer: PairedTimer | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.names) - set(COSTS)
@@ -42,15 +51,36 @@ class CostModel:
             self._how_latency = self._choose_latency_source()
 
     def _choose_latency_source(self) -> str:
-        """Measured end to end when local and cheap; the latency table otherwise."""
+        """Measured end to end (robust) when local; the latency table otherwise."""
         mode = self.latency_mode
         if mode == "auto":
-            mode = "measure" if self.target.is_local else "table"
+            mode = "robust" if self.target.is_local else "table"
         if mode == "table":
             self._table = _load_table(self.space, self.target)
+        elif mode == "robust" and not self.target.is_local:
+            raise UserError(
+                f"--latency robust times candidates against a reference model on this machine; "
+                f"target {self.target.name} is remote: use --latency measure or table"
+            )
         elif not self.target.is_local:
             _check_agent(self.target)
         return mode
+
+    def describe_latency(self) -> dict[str, object] | None:
+        """How the latency objective is obtained, for pareto.json (None: not an objective)."""
+        if "latency_ms" not in self.names:
+            return None
+        out: dict[str, object] = {"mode": self._how_latency, "target": self.target.name}
+        if self._how_latency == "measure":
+            out["window_ms"] = self.settings.min_duration_ms
+        elif self._how_latency == "robust":
+            out |= {"pairs": self.robust.pairs, "window_ms": self.robust.window.min_duration_ms}
+            if self._timer is not None:
+                out |= {
+                    "reference": self._reference_name(),
+                    "reference_ms": self._timer.reference_ms,
+                }
+        return out
 
     def seed(self, arch_id: str, costs: dict[str, float], how: str | None = None) -> None:
         """Pre-fill the cache (from a resumed run's records)."""
@@ -85,13 +115,36 @@ class CostModel:
     def _latency(self, g: Genotype) -> tuple[float, str]:
         if self._how_latency == "table":
             return float(self._table.predict(g)), "table"  # type: ignore[union-attr]
-        from exporters.onnx_export import export_onnx
         from profilers.remote import profiler_for
 
-        shape = (1, *self.space.spec.shape)
-        onnx = export_onnx(self.space.build(g), shape, check_parity=False).data
-        m = profiler_for(self.target).profile(onnx, self.target, shape, self.settings)
+        onnx = self._onnx(g)
+        if self._how_latency == "robust":
+            return self._paired_timer().latency_ms(onnx), "measured-paired"
+        m = profiler_for(self.target).profile(onnx, self.target, self._shape(), self.settings)
         return m.latency_ms.median, "measured"
+
+    def _shape(self) -> tuple[int, ...]:
+        return (1, *self.space.spec.shape)
+
+    def _onnx(self, g: Genotype) -> bytes:
+        from exporters.onnx_export import export_onnx
+
+        return export_onnx(self.space.build(g), self._shape(), check_parity=False).data
+
+    def _reference_name(self) -> str:
+        """The reference of robust timing: the space's first manual architecture."""
+        return next(iter(self.space.manual()))
+
+    def _paired_timer(self) -> PairedTimer:
+        """Opened (and the reference calibrated) at the first candidate; a resumed run
+        calibrates again, so its new figures may differ from the old ones by the load."""
+        if self._timer is None:
+            from profilers.registry import get_profiler
+
+            reference = self._onnx(self.space.manual()[self._reference_name()])
+            profiler = get_profiler(self.target)
+            self._timer = PairedTimer(profiler, reference, self.target, self._shape(), self.robust)
+        return self._timer
 
 
 def _load_table(space: SearchSpace, target: Target) -> object:

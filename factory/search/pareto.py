@@ -5,15 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from factory.strategies.base import Record, objective_matrix
 from targets.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from factory.search.remeasure import FinalLatencies
 
 UNITS = {"accuracy": "fraction", "latency_ms": "ms", "macs": "multiply-adds", "params": "count"}
 
@@ -27,9 +32,50 @@ def latest_per_arch(records: Sequence[Record]) -> list[Record]:
     return list(latest.values())
 
 
-def pareto_front(records: Sequence[Record], objectives: Sequence[str]) -> list[Record]:
-    """Non-dominated architectures, sorted by the first cost (then accuracy)."""
+@dataclass(frozen=True)
+class ChanceFloor:
+    """The accuracy a candidate must reach to be told apart from guessing.
+
+    Guessing scores p = 1/K on K classes; measured on n validation images its accuracy has
+    the binomial standard error sqrt(p (1 - p) / n). A candidate must beat p by 3 standard
+    errors (one-sided, a guesser passes about once in 740 tries) and by at least 5 points,
+    since on large validation sets 3 standard errors shrink below anything useful. With 10
+    classes: 0.180 on 128 images, 0.150 on 500, 0.150 on 5,000.
+    """
+
+    num_classes: int
+    val_images: int
+    sigmas: ClassVar[float] = 3.0
+    min_margin: ClassVar[float] = 0.05
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.num_classes
+
+    @property
+    def threshold(self) -> float:
+        p = self.chance
+        return p + max(self.min_margin, self.sigmas * math.sqrt(p * (1 - p) / self.val_images))
+
+    @property
+    def rule(self) -> str:
+        return (
+            f"accuracy >= 1/K + max({self.min_margin:g}, {self.sigmas:g} sqrt(p (1 - p) / n)) "
+            f"with K = {self.num_classes} classes, p = 1/K, n = {self.val_images} validation images"
+        )
+
+    def keeps(self, r: Record) -> bool:
+        return r.value("accuracy") >= self.threshold
+
+
+def pareto_front(
+    records: Sequence[Record], objectives: Sequence[str], floor: ChanceFloor | None = None
+) -> list[Record]:
+    """Non-dominated architectures, sorted by the first cost (then accuracy); with a floor,
+    only among those whose accuracy is clearly above chance."""
     candidates = latest_per_arch(records)
+    if floor is not None:
+        candidates = [r for r in candidates if floor.keeps(r)]
     if not candidates:
         return []
     F = objective_matrix(candidates, objectives)
@@ -39,7 +85,21 @@ def pareto_front(records: Sequence[Record], objectives: Sequence[str]) -> list[R
     return sorted(chosen, key=lambda r: (r.value(key), -r.value("accuracy")))
 
 
-def _row(r: Record, space_format) -> dict[str, Any]:
+def dropped(
+    records: Sequence[Record], objectives: Sequence[str], floor: ChanceFloor
+) -> dict[str, Any]:
+    """What the floor kept out: architectures below it, and how many of them would have been
+    on the front without it."""
+    below = [r for r in latest_per_arch(records) if not floor.keeps(r)]
+    return {
+        "count": len(below),
+        "from_front": sum(not floor.keeps(r) for r in pareto_front(records, objectives)),
+        "rule": floor.rule,
+        "threshold": floor.threshold,
+    }
+
+
+def _row(r: Record, space_format, final: FinalLatencies | None = None) -> dict[str, Any]:
     return {
         "arch_id": r.arch_id,
         "genotype": space_format(r.genotype),
@@ -47,7 +107,11 @@ def _row(r: Record, space_format) -> dict[str, Any]:
         "phase": r.phase,
         "step": r.step,
         "latency_how": r.extra.get("latency_how"),
+        **(final.row_fields(r.arch_id) if final is not None else {}),
     }
+
+
+Remeasure = Callable[[list[Record], Mapping[str, Record]], "FinalLatencies"]
 
 
 def write_outputs(
@@ -57,29 +121,40 @@ def write_outputs(
     space_format,
     references: Mapping[str, Record] | None = None,
     meta: Mapping[str, Any] | None = None,
+    floor: ChanceFloor | None = None,
+    remeasure: Remeasure | None = None,
 ) -> list[Record]:
-    """pareto.json, pareto.csv and pareto.png in run_dir; returns the front."""
-    front = pareto_front(records, objectives)
-    refs = {name: _row(r, space_format) for name, r in (references or {}).items()}
+    """pareto.json, pareto.csv and pareto.png in run_dir; returns the front.
+
+    `floor` keeps chance-level candidates off the front (pareto.json's "dropped" says how
+    many); `remeasure(front, references)` adds careful final latencies beside the objective.
+    """
+    references = references or {}
+    front = pareto_front(records, objectives, floor)
+    final = remeasure(front, references) if remeasure is not None else None
     doc = {
         "objectives": list(objectives),
         "units": {o: UNITS[o] for o in objectives},
         "evaluations": len(records),
         "architectures": len(latest_per_arch(records)),
-        "front": [_row(r, space_format) for r in front],
-        "references": refs,
+        "front": [_row(r, space_format, final) for r in front],
+        "references": {name: _row(r, space_format, final) for name, r in references.items()},
+        **({"dropped": dropped(records, objectives, floor)} if floor is not None else {}),
+        **(final.summary(front) if final is not None else {}),
         **dict(meta or {}),
     }
     write_atomic(run_dir / "pareto.json", (json.dumps(doc, indent=2) + "\n").encode())
     buf = io.StringIO()
     fields = ["arch_id", "genotype", *objectives, "phase", "step", "latency_how"]
+    if final is not None and final.latencies:
+        fields.append("latency_ms_final")
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for row in doc["front"]:
         writer.writerow(row)
     write_atomic(run_dir / "pareto.csv", buf.getvalue().encode())
     if len(objectives) > 1:
-        plot_front(run_dir / "pareto.png", records, front, objectives[1], refs)
+        plot_front(run_dir / "pareto.png", records, front, objectives[1], doc["references"])
     return front
 
 

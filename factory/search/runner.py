@@ -10,6 +10,7 @@ database.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ from factory.search.config import SearchConfig
 from factory.search.context import EvalSettings, RunContext
 from factory.search.costs import CostModel
 from factory.search.executor import InProcessExecutor
-from factory.search.pareto import pareto_front, write_outputs
+from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
+from factory.search.remeasure import remeasure
 from factory.search.store import RunStore, check_resume, load_config, save_config
 from factory.spaces import get_space
 from factory.strategies import STRATEGIES
@@ -249,6 +251,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     budget = run.config.time_budget_s
     stopped: str | None = None
     unit = start
+    floor = _chance_floor(run)
     with make_progress(disable=quiet) as progress:
         run.ctx.progress = progress
         task = progress.add_task(
@@ -262,7 +265,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
                 run.strategy.run_unit(run.ctx, unit)
                 run.checkpoint(unit)
                 unit += 1
-                front = pareto_front(run.store.records(), run.config.objectives)
+                front = pareto_front(run.store.records(), run.config.objectives, floor)
                 progress.update(task, advance=1, status=f"front {len(front)}")
         except KeyboardInterrupt:
             stopped = "interrupted"
@@ -276,10 +279,28 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         "units_done": unit,
         "total_units": total,
         "stopped": stopped,
+        "latency_objective": run.ctx.costs.describe_latency(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    front = write_outputs(run.run_dir, records, run.config.objectives, run.space.format, refs, meta)
+    front = write_outputs(
+        run.run_dir, records, run.config.objectives, run.space.format, refs, meta,
+        floor=floor, remeasure=_final_latency(run, stopped),
+    )  # fmt: skip
     return RunResult(run.run_dir, front, unit, total, len(records), stopped)
+
+
+def _chance_floor(run: _Run) -> ChanceFloor:
+    """The floor for this run's classes and the validation images that scored candidates."""
+    val_images = len(run.data.val)
+    if run.config.val_size is not None:
+        val_images = min(val_images, run.config.val_size)
+    return ChanceFloor(run.data.info.num_classes, val_images)
+
+
+def _final_latency(run: _Run, stopped: str | None) -> Remeasure:
+    """The front's careful re-measurement (skipped after Ctrl-C: the user is waiting)."""
+    skip = "the run was interrupted" if stopped == "interrupted" else None
+    return functools.partial(remeasure, run.space, run.target, run.config.objectives, skip=skip)
 
 
 def load_run_config(run_dir: Path) -> SearchConfig:
