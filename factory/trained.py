@@ -131,7 +131,8 @@ def open_run(run_dir: Path) -> OpenRun:
         root=Path(config.data_root) if config.data_root else None,
         seed=config.seed,
     )
-    return OpenRun(config, data, get_space(config.space, data.info.input_spec()))
+    space = get_space(config.space, data.info.input_spec(), config.space_options)
+    return OpenRun(config, data, space)
 
 
 def resolve_candidates(

@@ -17,7 +17,7 @@ PRESETS = ("quick", "paper")
 
 def search(
     ctx: typer.Context,
-    space: Annotated[str, typer.Option(help="Search space (see `factory spaces`).")] = "shufflenet",
+    space: Annotated[str, typer.Option(help="Search space (see `factory spaces`).")] = "mobilenet",
     strategy: Annotated[
         str,
         typer.Option(help="pnsga3, cycle-annealing, or a baseline: nsga3, mnas, random."),
@@ -86,8 +86,9 @@ def search(
         list[str] | None,
         typer.Option(
             "--set",
-            help="Override a strategy setting, e.g. --set population=32 (repeatable; "
-            "the run's config.json lists them all).",
+            help="Override a strategy setting, e.g. --set population=32, or set a space "
+            "option, e.g. --set space.widths=paper (repeatable; the run's config.json lists "
+            "them all).",
         ),
     ] = None,
     threads: Annotated[
@@ -137,7 +138,7 @@ def search(
         "latency_mode": latency,
         "f_min": f_min,
         "f_max": f_max,
-        "strategy_config": parse_settings(settings or []),
+        **split_settings(parse_settings(settings or [])),
     }
     if resume is not None:
         given = {
@@ -149,9 +150,10 @@ def search(
         config = dataclasses.replace(
             saved, **{k: v for k, v in values.items() if _param_of(k) in given}
         )
-        if "settings" in given:  # --set merges into the saved strategy settings
+        if "settings" in given:  # --set merges into the saved settings
             merged = {**saved.strategy_config, **values["strategy_config"]}
-            config = dataclasses.replace(config, strategy_config=merged)
+            options = {**saved.space_options, **values["space_options"]}
+            config = dataclasses.replace(config, strategy_config=merged, space_options=options)
         run_dir = resume
     else:
         config = SearchConfig(**values)
@@ -176,12 +178,22 @@ _PARAM_OF = {
     "time_budget_s": "time_budget",
     "latency_mode": "latency",
     "strategy_config": "settings",
+    "space_options": "settings",
 }
 
 
 def _param_of(field: str) -> str:
     """The CLI parameter that sets a config field."""
     return _PARAM_OF.get(field, field)
+
+
+def split_settings(settings: dict[str, object]) -> dict[str, dict]:
+    """--set values: `space.KEY` ones are the space's options, the rest the strategy's."""
+    space = {
+        k.removeprefix("space."): str(v) for k, v in settings.items() if k.startswith("space.")
+    }
+    rest = {k: v for k, v in settings.items() if not k.startswith("space.")}
+    return {"strategy_config": rest, "space_options": space}
 
 
 def parse_settings(items: list[str]) -> dict[str, object]:

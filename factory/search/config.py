@@ -18,7 +18,7 @@ KNOWN_OBJECTIVES = ("accuracy", "latency_ms", "macs", "params")
 class SearchConfig:
     """Everything that decides what a run computes (not where it writes)."""
 
-    space: str = "shufflenet"
+    space: str = "mobilenet"
     strategy: str = "pnsga3"
     target: str = "x86-cpu"
     dataset: str = "fashion-mnist"
@@ -39,6 +39,7 @@ class SearchConfig:
     f_min: float | None = None
     f_max: float | None = None
     strategy_config: dict[str, Any] = field(default_factory=dict)  # resolved by the runner
+    space_options: dict[str, str] = field(default_factory=dict)  # `--set space.KEY=VALUE`
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -61,7 +61,7 @@ def resolve(config: SearchConfig) -> SearchConfig:
         strategy_cfg = with_units(strategy_cfg, config.units)
     strategy_cfg = with_settings(strategy_cfg, config.strategy_config)
     get_target(config.target)  # unknown names fail before anything is written
-    space = get_space(config.space)
+    space = get_space(config.space, options=config.space_options)
     for name in config.init:
         space.parse(name)
     if config.cost not in config.objectives:
@@ -124,7 +124,7 @@ class _Run:
             seed=config.seed,
             limit_train=config.train_size,
         )
-        self.space = get_space(config.space, self.data.info.input_spec())
+        self.space = get_space(config.space, self.data.info.input_spec(), config.space_options)
         cls = STRATEGIES.get(config.strategy)
         strategy_cfg = cls.Config(**_tuples(cls.Config, config.strategy_config))
         torch.manual_seed(config.seed)  # supernet initialisation

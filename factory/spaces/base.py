@@ -79,6 +79,8 @@ class SearchSpace(ABC):
     """Base class of a space; subclasses declare decisions and build networks."""
 
     name: ClassVar[str]
+    # keyword options of the constructor and their valid values (`--set space.KEY=VALUE`)
+    options: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, spec: InputSpec | None = None) -> None:
         self.spec = spec or InputSpec()

@@ -22,3 +22,32 @@ def test_latency_modes_in_help_and_unknown_one_refused(tmp_path) -> None:
     assert result.exit_code == 2
     assert "unknown latency mode 'fast'; valid: auto, measure, robust, table" in result.output
     assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("space.widths=huge", "space option widths='huge'; valid: small, paper"),
+        ("space.depth=3", "space shufflenet has no option 'depth'; its options: widths"),
+    ],
+)
+def test_bad_space_options_are_refused_before_a_run(tmp_path, setting, message) -> None:
+    out = tmp_path / "r"
+    args = ["search", "--space", "shufflenet", "--set", setting, "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (out / "evaluations.sqlite").exists()
+
+
+def test_space_options_reach_the_space() -> None:
+    from factory.cli.search_cmd import split_settings
+    from factory.spaces import get_space
+
+    parts = split_settings({"space.widths": "paper", "population": 8})
+    assert parts == {"strategy_config": {"population": 8}, "space_options": {"widths": "paper"}}
+    paper = get_space("shufflenet", options=parts["space_options"])
+    small = get_space("shufflenet")
+    g = small.manual()["shufflenet_g3"]
+    assert paper.describe(g)[-2].out_shape[0] == 1152 and small.describe(g)[-2].out_shape[0] == 384
+    assert paper.arch_id(g) != small.arch_id(g)
