@@ -12,7 +12,8 @@ import typer
 
 from factory.cli.errors import fail
 
-PRESETS = ("quick", "paper")
+PRESETS = ("quick", "gpu", "paper")
+QUICK_TRAIN_SIZE = 8000  # the quick preset's training images; gpu and paper use them all
 
 
 def search(
@@ -37,7 +38,11 @@ def search(
         str, typer.Option(help="Cost used by scalar rewards and the plot: latency or macs.")
     ] = "latency",
     preset: Annotated[
-        str, typer.Option(help="quick (minutes on a laptop CPU) or paper (the papers' settings).")
+        str,
+        typer.Option(
+            help="quick (minutes on a laptop CPU), gpu (one GPU, the whole training split) or "
+            "paper (the papers' settings)."
+        ),
     ] = "quick",
     generations: Annotated[
         int | None,
@@ -54,8 +59,13 @@ def search(
         typer.Option(help="Warm-start from a manual architecture, e.g. vgg11 (repeatable)."),
     ] = None,
     train_size: Annotated[
-        int, typer.Option(min=0, help="Training images the search uses (0: all).")
-    ] = 8000,
+        int | None,
+        typer.Option(
+            min=0,
+            help=f"Training images the search uses (0: all; default {QUICK_TRAIN_SIZE} for the "
+            "quick preset, all otherwise).",
+        ),
+    ] = None,
     val_size: Annotated[
         int, typer.Option(min=0, help="Validation images that score a candidate (0: all).")
     ] = 500,
@@ -99,6 +109,13 @@ def search(
             "two threads fighting another job for two cores run ~10x slower.",
         ),
     ] = 0,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Where the supernet trains: auto (a CUDA GPU when torch sees one), cpu or "
+            "cuda[:N]. Latency is always measured on the target."
+        ),
+    ] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Search a space for the accuracy/latency Pareto front on a target.
@@ -132,7 +149,7 @@ def search(
         "init": tuple(init or ()),
         "units": generations,
         "time_budget_s": parse_duration(time_budget) if time_budget else None,
-        "train_size": train_size or None,
+        "train_size": _train_size(train_size, preset),
         "val_size": val_size or None,
         "batch_size": batch_size,
         "latency_mode": latency,
@@ -159,7 +176,10 @@ def search(
         config = SearchConfig(**values)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = out or Path("runs") / f"{stamp}-{space}-{strategy}"
-    result = run_search(config, run_dir, resume=resume is not None, quiet=quiet)
+    from factory.training import resolve_device
+
+    where = resolve_device(device)
+    result = run_search(config, run_dir, resume=resume is not None, quiet=quiet, device=where)
     from factory.cli.report_cmd import print_front
 
     print_front(result.run_dir)
@@ -180,6 +200,13 @@ _PARAM_OF = {
     "strategy_config": "settings",
     "space_options": "settings",
 }
+
+
+def _train_size(given: int | None, preset: str) -> int | None:
+    """Images the search trains on: the user's (0: all), else the preset's (None: all)."""
+    if given is None:
+        return QUICK_TRAIN_SIZE if preset == "quick" else None
+    return given or None
 
 
 def _param_of(field: str) -> str:

@@ -113,7 +113,9 @@ def _jsonable(value: Any) -> Any:
 class _Run:
     """The objects of one run, built from its config."""
 
-    def __init__(self, config: SearchConfig, run_dir: Path, store: RunStore) -> None:
+    def __init__(
+        self, config: SearchConfig, run_dir: Path, store: RunStore, device: torch.device
+    ) -> None:
         from factory.data import load_dataset
 
         self.config, self.run_dir, self.store = config, run_dir, store
@@ -128,7 +130,7 @@ class _Run:
         cls = STRATEGIES.get(config.strategy)
         strategy_cfg = cls.Config(**_tuples(cls.Config, config.strategy_config))
         torch.manual_seed(config.seed)  # supernet initialisation
-        self.supernet = self.space.supernet()
+        self.supernet = self.space.supernet().to(device)
         # B architectures per batch (CARS eq. 3) where the strategy has that setting
         archs = int(getattr(strategy_cfg, "archs_per_batch", 1))
         lr = float(getattr(strategy_cfg, "child_lr", config.lr))  # the controller's child lr
@@ -151,6 +153,7 @@ class _Run:
             costs=costs,
             store=store,
             executor=InProcessExecutor(),
+            device=device,
             rng=np.random.default_rng(config.seed),
             torch_gen=torch.Generator().manual_seed(config.seed),
             objectives=config.objectives,
@@ -229,9 +232,14 @@ def _tuples(config_cls: Any, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_search(
-    config: SearchConfig, run_dir: Path, resume: bool = False, quiet: bool = False
+    config: SearchConfig,
+    run_dir: Path,
+    resume: bool = False,
+    quiet: bool = False,
+    device: torch.device | None = None,
 ) -> RunResult:
-    """Run (or continue) a search in `run_dir` and write its front."""
+    """Run (or continue) a search in `run_dir` and write its front; the supernet trains on
+    `device` (default the CPU)."""
     config = resolve(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -241,7 +249,7 @@ def run_search(
     else:
         save_config(run_dir, config.to_dict())
     with RunStore(run_dir) as store:
-        run = _Run(config, run_dir, store)
+        run = _Run(config, run_dir, store, device or torch.device("cpu"))
         start = run.restore() if resume else 0
         return _loop(run, start, quiet)
 

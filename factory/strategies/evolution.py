@@ -83,6 +83,8 @@ class EvolutionConfig:
 _PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     "paper": dict(population=128, generations=45, warmup_epochs=50.0, epochs_per_generation=10.0),
+    # one GPU, the whole training split: ~8 supernet epochs, twice the quick population
+    "gpu": dict(population=24, generations=8, warmup_epochs=2.0, epochs_per_generation=0.75),
 }
 
 

@@ -103,6 +103,10 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         n_warm=50, n_slow=50, n_fast=200, period=50, samples_per_step=10, child_epochs_per_step=1.0
     ),
+    # one GPU, the whole training split: ~8 child epochs over 60 steps
+    "gpu": dict(
+        n_warm=10, n_slow=10, n_fast=40, period=10, samples_per_step=8, child_epochs_per_step=0.13
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from factory.cli.main import app
@@ -51,3 +52,26 @@ def test_space_options_reach_the_space() -> None:
     g = small.manual()["shufflenet_g3"]
     assert paper.describe(g)[-2].out_shape[0] == 1152 and small.describe(g)[-2].out_shape[0] == 384
     assert paper.arch_id(g) != small.arch_id(g)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without one")
+def test_cuda_without_a_gpu_is_refused_before_a_run(tmp_path) -> None:
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["search", "--device", "cuda", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "torch sees no CUDA GPU here" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("preset", "given", "expected"),
+    [("quick", None, 8000), ("gpu", None, None), ("paper", None, None), ("gpu", 500, 500),
+     ("quick", 0, None)],
+)  # fmt: skip
+def test_presets_choose_how_many_training_images(preset, given, expected) -> None:
+    from factory.cli.search_cmd import _train_size
+    from factory.strategies import STRATEGIES
+
+    assert _train_size(given, preset) == expected
+    for name in STRATEGIES.names():  # every strategy knows every preset
+        STRATEGIES.get(name).Config.preset(preset)

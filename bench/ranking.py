@@ -1,0 +1,225 @@
+"""Ranking fidelity: does the search's supernet order architectures as training them does?
+
+For a finished search run: architectures spread over the space's cost range (its manual
+architectures among them) are scored twice, (a) as the search scores them, with the run's
+final shared weights, BN recalibration and validation images, and (b) trained on their own
+with one short fixed recipe (the same for all; on a GPU when there is one), tested on the
+test images. Reports Kendall tau, Spearman rho and top-5 overlap, with a scatter plot.
+
+    factory search --out runs/proof --threads 1
+    python bench/ranking.py runs/proof --epochs 1 --train-images 12000 --workers 2
+
+Standalone results are cached in RUN/ranking/, so an interrupted bench continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DOCS = ROOT / "docs"
+
+
+def choose(space, count: int, seed: int) -> dict[str, tuple[int, ...]]:
+    """The manual architectures plus samples evenly spaced in MACs (distinct networks)."""
+    import numpy as np
+
+    from profilers.flops import count_costs
+
+    chosen = dict(space.manual())
+    rng = np.random.default_rng(seed)
+    pool = {space.arch_id(g): g for g in (space.sample(rng) for _ in range(20 * count))}
+    shape = (1, *space.spec.shape)
+    by_macs = sorted(pool.values(), key=lambda g: count_costs(space.build(g), shape).macs)
+    need = max(0, count - len(chosen))
+    for k in np.linspace(0, len(by_macs) - 1, need).round().astype(int):
+        chosen.setdefault(space.arch_id(by_macs[k]), by_macs[k])
+    return chosen
+
+
+def supernet_scores(run: Path, archs: dict[str, tuple[int, ...]]) -> dict[str, float]:
+    """Accuracy of each architecture as the run's search scored candidates at its end."""
+    import torch
+
+    from factory.data import iterate_batches
+    from factory.search.checkpoint import load_checkpoint
+    from factory.supernet import evaluate_genotype
+    from factory.trained import open_run
+
+    opened = open_run(run)
+    config, space = opened.config, opened.space
+    supernet = space.supernet()
+    supernet.load_state_dict(load_checkpoint(run).tensors["supernet"])
+    val = opened.data.val
+    if config.val_size:
+        val = val.subset(torch.arange(min(config.val_size, len(val))))
+    return {
+        name: evaluate_genotype(
+            supernet, g, iterate_batches(val, 500), iterate_batches(opened.data.train, 128),
+            config.calib_steps,
+        )
+        for name, g in archs.items()
+    }  # fmt: skip
+
+
+def train_one(job: tuple[str, str, list[int], dict]) -> tuple[str, float, float]:
+    """(name, test accuracy, seconds) of one architecture trained alone with the recipe."""
+    run, name, genotype, opts = job
+    import torch
+
+    from factory.trained import open_run
+    from factory.training import (
+        TrainRecipe,
+        build_seeded,
+        limit_splits,
+        resolve_device,
+        train_model,
+    )
+
+    torch.set_num_threads(opts["threads"])
+    opened = open_run(Path(run))
+    data = limit_splits(opened.data, opts["train_images"], None)
+    recipe = TrainRecipe(epochs=opts["epochs"])
+    model = build_seeded(lambda: opened.space.build(tuple(genotype)), opts["seed"])
+    generator = torch.Generator().manual_seed(opts["seed"])
+    device = resolve_device(opts["device"])
+    result = train_model(model, data, recipe, generator, None, name, device)
+    return name, result.test.accuracy, result.seconds
+
+
+def standalone_scores(run: Path, archs: dict, opts: dict, workers: int) -> dict[str, float]:
+    """Trained-alone accuracies, cached per architecture in RUN/ranking/."""
+    cache = run / "ranking" / "standalone.json"
+    cache.parent.mkdir(exist_ok=True)
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    key = json.dumps(opts, sort_keys=True)
+    done = done if done.get("recipe") == key else {"recipe": key, "models": {}}
+    todo = [(str(run), n, list(g), opts) for n, g in archs.items() if n not in done["models"]]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for name, acc, seconds in pool.imap_unordered(train_one, todo):
+            done["models"][name] = {"accuracy": acc, "seconds": seconds}
+            cache.write_text(json.dumps(done, indent=1))
+            print(f"{name}: {100 * acc:.2f} % ({seconds:.0f} s)", flush=True)
+    return {n: done["models"][n]["accuracy"] for n in archs}
+
+
+def fidelity(a: list[float], b: list[float], top: int = 5) -> dict[str, float]:
+    """Kendall tau-b, Spearman rho and top-k overlap of two scorings of the same models."""
+    import numpy as np
+
+    from profilers.lut_fit import kendall_tau
+
+    def ranks(x: list[float]) -> np.ndarray:
+        order = np.argsort(np.argsort(x, kind="stable"), kind="stable")
+        return order.astype(float)
+
+    rho = float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+    best_a = set(np.argsort(a)[-top:].tolist())
+    best_b = set(np.argsort(b)[-top:].tolist())
+    return {"kendall_tau": kendall_tau(a, b), "spearman_rho": rho,
+            "top5_overlap": len(best_a & best_b) / top}  # fmt: skip
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    from plots import new_axes, save
+
+    fig, ax = new_axes()
+    for manual in (False, True):
+        pts = [r for r in rows if r["manual"] == manual]
+        label = "manual architectures" if manual else "sampled over the cost range"
+        ax.scatter([100 * r["supernet"] for r in pts], [100 * r["standalone"] for r in pts],
+                   marker="*" if manual else "o", s=80 if manual else 20, label=label)  # fmt: skip
+        for r in pts if manual else []:
+            ax.annotate(r["name"], (100 * r["supernet"], 100 * r["standalone"]), fontsize=7)
+    ax.set_title(title, fontsize=9)
+    save(fig, ax, path, "supernet accuracy (%)", "trained alone, test accuracy (%)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished search run")
+    parser.add_argument("--archs", type=int, default=16)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--train-images", type=int, default=12000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from machine import describe_machine
+
+    from factory.trained import open_run
+
+    space = open_run(args.run).space
+    archs = choose(space, args.archs, args.seed)
+    names = {space.arch_id(g): n for n, g in space.manual().items()}
+    labels = {n: names.get(n, n) for n in archs}
+    sup = supernet_scores(args.run, archs)
+    opts = {"epochs": args.epochs, "train_images": args.train_images, "seed": args.seed,
+            "threads": args.threads, "device": args.device}  # fmt: skip
+    alone = standalone_scores(args.run, archs, opts, args.workers)
+    rows = [
+        {"name": labels[n], "genotype": space.format(g), "manual": n in space.manual(),
+         "supernet": sup[n], "standalone": alone[n]}
+        for n, g in archs.items()
+    ]  # fmt: skip
+    stats = fidelity([r["supernet"] for r in rows], [r["standalone"] for r in rows])
+    config = json.loads((args.run / "config.json").read_text())
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": dt.date.today().isoformat(),
+        "machine": describe_machine(),
+        "space": space.name,
+        "run": str(args.run),
+        "search": {k: config.get(k) for k in ("strategy", "preset", "train_size", "val_size")},
+        "recipe": opts,
+        "stats": stats,
+        "rows": rows,
+    }
+    stem = f"ranking_{space.name}"
+    (DOCS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    title = f"{space.name}: Kendall tau {stats['kendall_tau']:.2f}"
+    plot(rows, DOCS / f"{stem}.png", title)
+    (DOCS / f"{stem}.md").write_text(render(result, stem))
+    print(json.dumps(stats))
+
+
+def render(result: dict, stem: str) -> str:
+    s, r = result["stats"], result["recipe"]
+    lines = [
+        f"# Ranking fidelity: {result['space']} space",
+        "",
+        f"Generated by `{result['command']}` on {result['date']} ({result['machine']}). "
+        "Do not edit by hand.",
+        "",
+        f"Supernet accuracy: the final shared weights of run `{result['run']}` "
+        f"({result['search']}), scored as the search scores candidates. Trained alone: "
+        f"{r['epochs']:g} epoch(s) of `factory train`'s recipe on the first "
+        f"{r['train_images']} training images, seed {r['seed']}, tested on the 10,000 test "
+        "images.",
+        "",
+        f"**Kendall tau {s['kendall_tau']:.3f}, Spearman rho {s['spearman_rho']:.3f}, "
+        f"top-5 overlap {s['top5_overlap']:.0%}** over {len(result['rows'])} architectures "
+        "(goal: tau >= 0.6).",
+        "",
+        f"![supernet vs standalone]({stem}.png)",
+        "",
+        "| architecture | supernet acc | trained alone |",
+        "|---|---:|---:|",
+    ]
+    for row in sorted(result["rows"], key=lambda x: -x["standalone"]):
+        lines.append(
+            f"| {row['name']} | {100 * row['supernet']:.1f} % | {100 * row['standalone']:.2f} % |"
+        )
+    return "\n".join([*lines, ""])
+
+
+if __name__ == "__main__":
+    main()
