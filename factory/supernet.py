@@ -33,6 +33,10 @@ class SupernetTrainConfig:
     grad_clip: float = 5.0
     archs_per_batch: int = 1  # B: architectures whose gradients are summed per batch
     label_smoothing: float = 0.0
+    # BigNAS's sandwich rule: the space's largest and smallest paths join every batch, and
+    # (distill) every other path learns the largest one's soft predictions
+    sandwich: bool = False
+    distill: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,16 +100,23 @@ def train_epoch(
     `population`: None samples paths uniformly (warm-up), a sequence gives B distinct members
     per batch (CARS eq. 3), a callable draws each path (one sampled child per batch, ENAS)."""
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    anchors = sandwich_paths(space) if cfg.sandwich else []
     supernet.train()
     task = progress.add_task("supernet", total=total, status="") if progress else None
     loss_sum, correct, seen, steps, images = 0.0, 0, 0, 0, 0
     start = time.perf_counter()
     for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
-        for g in _paths(space, rng, cfg.archs_per_batch, population):
+        teacher = None
+        for g in [*anchors, *_paths(space, rng, cfg.archs_per_batch, population)]:
             logits = supernet(x, g)
-            loss = criterion(logits, y)
-            loss.backward()  # gradients of the B paths accumulate: their sum is the step
+            if teacher is None:
+                loss = criterion(logits, y)
+                if cfg.distill and anchors:
+                    teacher = logits.detach().softmax(1)  # the largest path: first anchor
+            else:
+                loss = nn.functional.cross_entropy(logits, teacher)
+            loss.backward()  # gradients of the paths accumulate: their sum is the step
             loss_sum += loss.item()
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -115,17 +126,23 @@ def train_epoch(
         steps += 1
         images += len(y)
         if progress is not None and task is not None:
-            mean_loss = loss_sum / (steps * cfg.archs_per_batch)
+            mean_loss = loss_sum / (steps * (cfg.archs_per_batch + len(anchors)))
             progress.update(task, advance=1, status=f"loss {mean_loss:.3f}")
     if progress is not None and task is not None:
         progress.remove_task(task)
     return EpochStats(
-        loss=loss_sum / max(steps * cfg.archs_per_batch, 1),
+        loss=loss_sum / max(steps * (cfg.archs_per_batch + len(anchors)), 1),
         accuracy=correct / max(seen, 1),
         steps=steps,
         images=images,
         seconds=time.perf_counter() - start,
     )
+
+
+def sandwich_paths(space: SearchSpace) -> list[Genotype]:
+    """[largest, smallest] of the space, or [] where it names none."""
+    ends = space.extremes()
+    return list(ends) if ends is not None else []
 
 
 @torch.no_grad()

@@ -98,3 +98,38 @@ def test_accuracy_counts_correct_predictions() -> None:
     x = torch.eye(4)
     y = torch.tensor([0, 1, 2, 0])
     assert accuracy(lambda t: t, [(x, y)]) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("name", ["mobilenet", "shufflenet"])
+def test_sandwich_trains_the_largest_and_smallest_paths_every_batch(name: str) -> None:
+    torch.manual_seed(0)
+    space = get_space(name)
+    largest, smallest = space.extremes()
+    supernet = space.supernet()
+    cfg = SupernetTrainConfig(lr=0.02, sandwich=True, distill=True)
+    opt = make_optimizer(supernet, cfg)
+    seen: list[tuple[int, ...]] = []
+    forward = supernet.forward
+    supernet.forward = lambda x, g: (seen.append(tuple(g)), forward(x, g))[1]
+    mid = space.manual()[next(iter(space.manual()))]
+    stats = train_epoch(space, supernet, _batches(n=64, batch=32), opt, cfg,
+                        np.random.default_rng(0), [mid])  # fmt: skip
+    assert seen == [largest, smallest, mid] * 2  # two batches, the anchors first in each
+    assert stats.steps == 2 and np.isfinite(stats.loss)
+
+
+def test_without_a_sandwich_only_the_sampled_paths_train() -> None:
+    space = get_space("mobilenet")
+    supernet = space.supernet()
+    cfg = SupernetTrainConfig(lr=0.02)
+    opt = make_optimizer(supernet, cfg)
+    narrow = space.manual()["mobilenet_v2@0.35"]
+    train_epoch(space, supernet, _batches(n=32, batch=32), opt, cfg, np.random.default_rng(0),
+                [narrow])  # fmt: skip
+    grad = supernet.stem[0].weight.grad
+    assert grad[:16].abs().sum() > 0 and grad[16:].abs().sum() == 0  # only the narrow stem
+    cfg = SupernetTrainConfig(lr=0.02, sandwich=True)
+    opt.zero_grad()
+    train_epoch(space, supernet, _batches(n=32, batch=32), opt, cfg, np.random.default_rng(0),
+                [narrow])  # fmt: skip
+    assert supernet.stem[0].weight.grad[16:].abs().sum() > 0  # the largest path's channels

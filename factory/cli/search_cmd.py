@@ -109,6 +109,17 @@ def search(
             "two threads fighting another job for two cores run ~10x slower.",
         ),
     ] = 0,
+    sandwich: Annotated[
+        bool,
+        typer.Option(
+            help="Train the space's largest and smallest paths in every supernet batch "
+            "besides the sampled ones (BigNAS's sandwich rule; see docs/ranking_mobilenet.md)."
+        ),
+    ] = True,
+    distill: Annotated[
+        bool,
+        typer.Option(help="With --sandwich: sampled paths learn the largest path's predictions."),
+    ] = True,
     device: Annotated[
         str,
         typer.Option(
@@ -152,6 +163,8 @@ def search(
         "train_size": _train_size(train_size, preset),
         "val_size": val_size or None,
         "batch_size": batch_size,
+        "sandwich": sandwich,
+        "distill": distill,
         "latency_mode": latency,
         "f_min": f_min,
         "f_max": f_max,

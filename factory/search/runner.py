@@ -134,7 +134,9 @@ class _Run:
         # B architectures per batch (CARS eq. 3) where the strategy has that setting
         archs = int(getattr(strategy_cfg, "archs_per_batch", 1))
         lr = float(getattr(strategy_cfg, "child_lr", config.lr))  # the controller's child lr
-        self.train_cfg = SupernetTrainConfig(lr=lr, archs_per_batch=archs)
+        self.train_cfg = SupernetTrainConfig(
+            lr=lr, archs_per_batch=archs, sandwich=config.sandwich, distill=config.distill
+        )
         self.optimizer = make_optimizer(self.supernet, self.train_cfg)
         init = [self.space.parse(name) for name in config.init]
         self.strategy: Strategy = cls(self.space, strategy_cfg, init)

@@ -114,6 +114,10 @@ class SearchSpace(ABC):
     def manual(self) -> dict[str, Genotype]:
         """Named hand-designed architectures in this space (warm starts, plot markers)."""
 
+    def extremes(self) -> tuple[Genotype, Genotype] | None:
+        """(largest, smallest) architecture, for the sandwich rule; None: not defined."""
+        return None
+
     # --- written once for every space ----------------------------------------------
     def choices(self) -> tuple[int, ...]:
         """Number of options per decision (the controller's action sizes)."""

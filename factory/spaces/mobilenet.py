@@ -362,6 +362,16 @@ class MobileNetSpace(SearchSpace):
         blocks.append(Block(key, net.head, last))
         return blocks
 
+    def extremes(self) -> tuple[Genotype, Genotype]:
+        """Widest, deepest, k7_e6_se everywhere; narrowest, shallowest, k3_e1 everywhere."""
+        n = len(self.slots)
+        full = {i: MOBILENET_V2_STAGES[i][2] for i in ELASTIC_STAGES}
+        one = {i: 1 for i in ELASTIC_STAGES}
+        return (
+            self.encode(max(WIDTHS), full, [LARGEST_OP] * n),
+            self.encode(min(WIDTHS), one, [MBConvOp(3, 1, False)] * n),
+        )
+
     def manual(self) -> dict[str, Genotype]:
         v2 = [(3, t, False) for t, *_ in MOBILENET_V2_STAGES]
         out = {f"mobilenet_v2@{w:g}": self._from_stage_ops(w, v2) for w in WIDTHS}

@@ -323,6 +323,14 @@ class ShuffleNetSpace(SearchSpace):
         out["shufflenet_g3@0.5"] = self._uniform(3, 0.5)
         return out
 
+    def extremes(self) -> tuple[Genotype, Genotype]:
+        """shufflenet_g1 at width 1; the narrowest width, g8 units, every unit skipped that
+        can be."""
+        g8 = next(i for i, op in enumerate(OPS) if op.label == "shuffle_g8")
+        layers = [d.options.index("skip") if "skip" in d.options else g8
+                  for d in self.decisions()[1:]]  # fmt: skip
+        return self._uniform(1, 1.0), (0, *layers)
+
     def _uniform(self, groups: int, width: float) -> Genotype:
         """Every unit kept and a ShuffleNet unit of one group count, at one width."""
         op = next(i for i, op in enumerate(OPS) if op.label == f"shuffle_g{groups}")
