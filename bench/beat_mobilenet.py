@@ -46,15 +46,18 @@ def search_view(run: Path) -> tuple[dict, list[dict]]:
 
 
 def train(run: Path, ids: list[str], epochs: float, threads: int) -> None:
-    """`factory train` for the chosen models and the baseline: one recipe for all."""
-    cmd = [
+    """`factory train` for the chosen models and the baseline, one recipe for all; one
+    process per model, all at once (each with `threads` torch threads)."""
+    base = [
         str(Path(sys.executable).parent / "factory"), "train", str(run), "--epochs", f"{epochs:g}",
-        "--threads", str(threads), "--device", "cpu",
+        "--threads", str(threads), "--device", "cpu", "--quiet",
     ]  # fmt: skip
+    jobs = []
     for i in [*ids, BASELINE]:
-        cmd += ["-c", i]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+        print("$", " ".join([*base, "-c", i]), flush=True)
+        jobs.append(subprocess.Popen([*base, "-c", i]))
+    if any(job.wait() != 0 for job in jobs):
+        sys.exit("error: a training run failed (see above)")
 
 
 def exported(run: Path, name: str) -> tuple[bytes, float, dict]:

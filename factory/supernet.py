@@ -37,6 +37,9 @@ class SupernetTrainConfig:
     # (distill) every other path learns the largest one's soft predictions
     sandwich: bool = False
     distill: bool = False
+    # uniformly sampled paths trained beside a population's in every batch: without them
+    # the shared weights follow the population and rank paths outside it badly
+    uniform_paths: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,15 +76,17 @@ def _paths(
     rng: np.random.Generator,
     count: int,
     population: PathSource,
+    cfg: SupernetTrainConfig,
 ) -> list[Genotype]:
     """B paths for one batch: uniform samples, draws from a sampler (e.g. the RL
-    controller), or distinct members of a population."""
+    controller), or distinct members of a population plus `cfg.uniform_paths` samples."""
     if callable(population):
         return [population(rng) for _ in range(count)]
     if not population:
         return [space.sample(rng) for _ in range(count)]
     idx = rng.choice(len(population), size=min(count, len(population)), replace=False)
-    return [population[int(i)] for i in idx]
+    extra = [space.sample(rng) for _ in range(cfg.uniform_paths)]
+    return [population[int(i)] for i in idx] + extra
 
 
 def train_epoch(
@@ -101,6 +106,8 @@ def train_epoch(
     per batch (CARS eq. 3), a callable draws each path (one sampled child per batch, ENAS)."""
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     anchors = sandwich_paths(space) if cfg.sandwich else []
+    extra = cfg.uniform_paths if population is not None and not callable(population) else 0
+    paths_per_batch = cfg.archs_per_batch + len(anchors) + extra
     supernet.train()
     task = progress.add_task("supernet", total=total, status="") if progress else None
     loss_sum, correct, seen, steps, images = 0.0, 0, 0, 0, 0
@@ -108,7 +115,7 @@ def train_epoch(
     for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
         teacher = None
-        for g in [*anchors, *_paths(space, rng, cfg.archs_per_batch, population)]:
+        for g in [*anchors, *_paths(space, rng, cfg.archs_per_batch, population, cfg)]:
             logits = supernet(x, g)
             if teacher is None:
                 loss = criterion(logits, y)
@@ -126,12 +133,12 @@ def train_epoch(
         steps += 1
         images += len(y)
         if progress is not None and task is not None:
-            mean_loss = loss_sum / (steps * (cfg.archs_per_batch + len(anchors)))
+            mean_loss = loss_sum / (steps * paths_per_batch)
             progress.update(task, advance=1, status=f"loss {mean_loss:.3f}")
     if progress is not None and task is not None:
         progress.remove_task(task)
     return EpochStats(
-        loss=loss_sum / max(steps * (cfg.archs_per_batch + len(anchors)), 1),
+        loss=loss_sum / max(steps * paths_per_batch, 1),
         accuracy=correct / max(seen, 1),
         steps=steps,
         images=images,

@@ -133,3 +133,21 @@ def test_without_a_sandwich_only_the_sampled_paths_train() -> None:
     train_epoch(space, supernet, _batches(n=32, batch=32), opt, cfg, np.random.default_rng(0),
                 [narrow])  # fmt: skip
     assert supernet.stem[0].weight.grad[16:].abs().sum() > 0  # the largest path's channels
+
+
+def test_uniform_paths_join_a_population_but_not_a_sampler() -> None:
+    space = get_space("shufflenet")
+    supernet = space.supernet()
+    cfg = SupernetTrainConfig(lr=0.02, uniform_paths=1)
+    opt = make_optimizer(supernet, cfg)
+    seen: list[tuple[int, ...]] = []
+    forward = supernet.forward
+    supernet.forward = lambda x, g: (seen.append(tuple(g)), forward(x, g))[1]
+    member = space.manual()["shufflenet_g3"]
+    data = _batches(n=64, batch=32)
+    train_epoch(space, supernet, data, opt, cfg, np.random.default_rng(0), [member])
+    assert len(seen) == 4 and seen[0] == seen[2] == member
+    assert member not in (seen[1], seen[3]) and seen[1] != seen[3]
+    seen.clear()
+    train_epoch(space, supernet, data, opt, cfg, np.random.default_rng(0), lambda r: member)
+    assert seen == [member, member]  # a controller's samples are its own: nothing added

@@ -115,11 +115,20 @@ def search(
             help="Train the space's largest and smallest paths in every supernet batch "
             "besides the sampled ones (BigNAS's sandwich rule; see docs/ranking_mobilenet.md)."
         ),
-    ] = True,
+    ] = False,
     distill: Annotated[
         bool,
         typer.Option(help="With --sandwich: sampled paths learn the largest path's predictions."),
-    ] = True,
+    ] = False,
+    uniform_paths: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Uniformly sampled paths trained beside the population's in every supernet "
+            "batch (evolution strategies; 0: only the population, as CARS). See "
+            "docs/ranking_mobilenet.md.",
+        ),
+    ] = 1,
     device: Annotated[
         str,
         typer.Option(
@@ -165,6 +174,7 @@ def search(
         "batch_size": batch_size,
         "sandwich": sandwich,
         "distill": distill,
+        "uniform_paths": uniform_paths,
         "latency_mode": latency,
         "f_min": f_min,
         "f_max": f_max,

@@ -35,8 +35,9 @@ class SearchConfig:
     batch_size: int = 64  # more steps per image: 57-69 % vs 52-64 % at 128 (docs/search.md)
     calib_steps: int = 2
     lr: float = 0.05
-    sandwich: bool = True  # largest + smallest paths in every batch (BigNAS); docs/ranking
-    distill: bool = True  # other paths learn the largest path's predictions
+    sandwich: bool = False  # largest + smallest paths in every batch (BigNAS); docs/ranking
+    distill: bool = False  # other paths learn the largest path's predictions
+    uniform_paths: int = 1  # random paths beside the population's per batch; docs/ranking
     latency_mode: str = "auto"
     f_min: float | None = None
     f_max: float | None = None

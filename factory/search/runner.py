@@ -135,7 +135,11 @@ class _Run:
         archs = int(getattr(strategy_cfg, "archs_per_batch", 1))
         lr = float(getattr(strategy_cfg, "child_lr", config.lr))  # the controller's child lr
         self.train_cfg = SupernetTrainConfig(
-            lr=lr, archs_per_batch=archs, sandwich=config.sandwich, distill=config.distill
+            lr=lr,
+            archs_per_batch=archs,
+            sandwich=config.sandwich,
+            distill=config.distill,
+            uniform_paths=config.uniform_paths,
         )
         self.optimizer = make_optimizer(self.supernet, self.train_cfg)
         init = [self.space.parse(name) for name in config.init]
