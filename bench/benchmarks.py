@@ -121,8 +121,51 @@ def vgg_lite() -> list[Row]:
              "vgg_lite.md")]  # fmt: skip
 
 
+def latency_stability() -> list[Row]:
+    d = load("latency_stability.json")
+    rows: list[Row] = []
+    for space, s in d["spaces"].items():
+        c = s["modes"]["robust"]
+        rows.append((f"latency objective quiet vs loaded, {space} (robust mode)",
+                     "tau >= 0.9, median diff <= 5 %",
+                     f"tau {c['tau']:.3f}, {100 * c['median_rel_diff']:.1f} %", c["goal_met"],
+                     "latency_stability.md"))  # fmt: skip
+    return rows
+
+
+def ranking() -> list[Row]:
+    d = load("ranking_mobilenet.json")
+    s = d["stats"]
+    goal = "supernet ranking vs trained alone, mobilenet (default preset)"
+    measured = (
+        f"tau {s['kendall_tau']:.3f}, rho {s['spearman_rho']:.3f}, top-5 {s['top5_overlap']:.0%}"
+    )
+    return [(goal, "Kendall tau >= 0.6", measured, s["kendall_tau"] >= 0.6, "ranking_mobilenet.md")]
+
+
+def beat_mobilenet() -> list[Row]:
+    d = load("beat_mobilenet.json")
+    best = max(d["models"], key=lambda r: (r["faster"] and r["as_accurate"], r["test_accuracy"]),
+               default=None)  # fmt: skip
+    measured = (
+        "no front model beat it as the search ranks them"
+        if best is None
+        else (
+            f"{best['arch_id']}: {100 * best['test_accuracy']:.2f} % vs "
+            f"{100 * d['baseline']['test_accuracy']:.2f} %, ratio {best['timing']['ratio']:.3f}, "
+            f"faster in {best['timing']['pairs_faster']}/{best['timing']['pairs']} pairs"
+        )
+    )
+    return [("default search: a front model faster than MobileNetV2@0.5 and as accurate "
+             f"({d['recipe'].get('epochs', 0):g} epochs, CPU)", "as accurate and shown faster",
+             measured, d["met"], "beat_mobilenet.md")]  # fmt: skip
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("demo", demo),
+    ("latency objective under load", latency_stability),
+    ("supernet ranking", ranking),
+    ("the default search against MobileNetV2@0.5", beat_mobilenet),
     ("against hand-designed networks", baselines),
     ("strategies", strategies),
     ("latency tables", lut),
@@ -153,7 +196,9 @@ def main() -> None:
             lines.append(f"| {goal} | {target} | {measured} | {mark} | [{page}]({page}) |")
     lines += [
         "",
-        "Pages: [demo](demo.md), [baselines](baselines.md), [strategies](strategies.md), "
+        "Pages: [demo](demo.md), [latency stability](latency_stability.md), "
+        "[ranking](ranking_mobilenet.md), [against MobileNetV2@0.5](beat_mobilenet.md), "
+        "[baselines](baselines.md), [strategies](strategies.md), "
         "[latency tables](latency_tables.md), [CANAS](canas.md), [VGG-Lite](vgg_lite.md), "
         "[prebuilt models, INT8 vs FP32](prebuilt.md), [profiler](profiler.md).",
         "",

@@ -34,6 +34,7 @@ from factory.search.costs import CostModel
 from factory.spaces import SPACES, get_space
 from factory.spaces.base import Genotype, SearchSpace
 from profilers.flops import count_costs
+from profilers.lut_fit import kendall_tau
 from targets import get_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,15 +88,6 @@ class Load:
 
 def _cores() -> range:
     return range(os.cpu_count() or 1)
-
-
-def kendall_tau(xs: list[float], ys: list[float]) -> float:
-    """Kendall's tau-a: (concordant - discordant pairs) / all pairs."""
-    n = len(xs)
-    score = sum(
-        np.sign(xs[i] - xs[j]) * np.sign(ys[i] - ys[j]) for i in range(n) for j in range(i + 1, n)
-    )
-    return float(score) / (n * (n - 1) / 2)
 
 
 def compare(quiet: list[float], loaded: list[float]) -> dict:

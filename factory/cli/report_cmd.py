@@ -19,9 +19,12 @@ def print_front(run_dir: Path) -> None:
     """Print the front of a run as a table."""
     doc = load_pareto(run_dir)
     objectives = doc["objectives"]
+    rows = [*doc["front"], *doc.get("references", {}).values()]
+    final = any("latency_ms_final" in r for r in rows)  # the careful re-measurement
     table = Table(
         "arch_id",
         *objectives,
+        *(["final ms"] if final else []),
         "found",
         "genotype",
         title=f"{run_dir}: front of {len(doc['front'])} / {doc['architectures']} architectures "
@@ -31,6 +34,7 @@ def print_front(run_dir: Path) -> None:
         table.add_row(
             row["arch_id"],
             *(FORMATS[o](row[o]) for o in objectives),
+            *([_final(row)] if final else []),
             f"{row['phase']} {row['step']}",
             row["genotype"],
         )
@@ -38,12 +42,18 @@ def print_front(run_dir: Path) -> None:
         table.add_row(
             f"[dim]{name}[/dim]",
             *(f"[dim]{FORMATS[o](row[o])}[/dim]" for o in objectives),
+            *([f"[dim]{_final(row)}[/dim]"] if final else []),
             "[dim]manual[/dim]",
             f"[dim]{row['genotype']}[/dim]",
         )
     Console().print(table)
     for line in front_notes(doc):
         typer.echo(line)
+
+
+def _final(row: dict) -> str:
+    ms = row.get("latency_ms_final")
+    return "" if ms is None else f"{ms:.3f}"
 
 
 def front_notes(doc: dict) -> list[str]:
