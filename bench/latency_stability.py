@@ -131,8 +131,9 @@ def report(result: dict) -> str:
         f"Per space, {result['archs']} architectures spread evenly over the MAC range get a "
         "latency from the search's `CostModel` (x86-cpu, ONNX Runtime, 1 thread, batch 1) in "
         "both modes, alternating: **robust** (10 pairs of ~25 ms windows alternating with the "
-        "space's first manual architecture; the ratio's median times the reference's "
-        "latency) and **measure** (the median of one 200 ms window). Once quiet, once while "
+        "space's cheapest manual architecture; the ratio's median times the reference's "
+        "latency, its fastest window) and **measure** (the median of one 200 ms window). "
+        "Once quiet, once while "
         f"{result['load_processes']} busy processes keep every core loaded. Goal, robust mode: "
         f"Kendall tau >= {GOAL_TAU} and median |loaded - quiet| / quiet <= {GOAL_DIFF:.0%} "
         "in every space.",
