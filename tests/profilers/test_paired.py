@@ -55,7 +55,7 @@ def test_paired_timer_alternates_and_ranks(small, large) -> None:
     cpu = get_target("x86-cpu")
     profiler = Recording()
     with PairedTimer(profiler, small, cpu, (1, 1, 28, 28), FAST) as timer:
-        assert timer.reference_ms > 0 and profiler.windows == [len(small)] * 3
+        assert timer.reference_ms > 0 and profiler.windows == [len(small)] * 6  # 2 x pairs
         profiler.windows.clear()
         big_ms = timer.latency_ms(large)
         big, ref = len(large), len(small)

@@ -134,7 +134,7 @@ def test_presets() -> None:
     assert paper.total_steps == 300
     quick = RLConfig.preset("quick")
     assert quick == RLConfig() and quick.total_steps == 20 and quick.samples_per_step == 4
-    with pytest.raises(UserError, match="valid: paper, quick"):
+    with pytest.raises(UserError, match="valid: gpu, paper, quick"):
         RLConfig.preset("huge")
 
 
