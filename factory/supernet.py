@@ -46,7 +46,7 @@ class SupernetTrainConfig:
 class EpochStats:
     """What one pass over the training batches did."""
 
-    loss: float  # mean training loss per architecture-batch
+    loss: float  # mean training loss per path and batch
     accuracy: float  # training accuracy of the sampled paths, in [0, 1]
     steps: int
     images: int
@@ -106,11 +106,9 @@ def train_epoch(
     per batch (CARS eq. 3), a callable draws each path (one sampled child per batch, ENAS)."""
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     anchors = sandwich_paths(space) if cfg.sandwich else []
-    extra = cfg.uniform_paths if population is not None and not callable(population) else 0
-    paths_per_batch = cfg.archs_per_batch + len(anchors) + extra
     supernet.train()
     task = progress.add_task("supernet", total=total, status="") if progress else None
-    loss_sum, correct, seen, steps, images = 0.0, 0, 0, 0, 0
+    loss_sum, losses, correct, seen, steps, images = 0.0, 0, 0, 0, 0, 0
     start = time.perf_counter()
     for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
@@ -125,6 +123,7 @@ def train_epoch(
                 loss = nn.functional.cross_entropy(logits, teacher)
             loss.backward()  # gradients of the paths accumulate: their sum is the step
             loss_sum += loss.item()
+            losses += 1
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         if cfg.grad_clip > 0:
@@ -133,12 +132,12 @@ def train_epoch(
         steps += 1
         images += len(y)
         if progress is not None and task is not None:
-            mean_loss = loss_sum / (steps * paths_per_batch)
+            mean_loss = loss_sum / losses
             progress.update(task, advance=1, status=f"loss {mean_loss:.3f}")
     if progress is not None and task is not None:
         progress.remove_task(task)
     return EpochStats(
-        loss=loss_sum / max(steps * paths_per_batch, 1),
+        loss=loss_sum / max(losses, 1),
         accuracy=correct / max(seen, 1),
         steps=steps,
         images=images,

@@ -123,6 +123,11 @@ class RunContext:
             self.f_range = (lo, hi)
         return float(lo), float(hi)
 
+    @property
+    def val_images(self) -> int:
+        """How many validation images score a candidate."""
+        return len(self._val)
+
     # --- helpers ------------------------------------------------------------------------
     def elapsed(self) -> float:
         return self.elapsed_offset + time.monotonic() - self.started

@@ -305,10 +305,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
 
 def _chance_floor(run: _Run) -> ChanceFloor:
     """The floor for this run's classes and the validation images that scored candidates."""
-    val_images = len(run.data.val)
-    if run.config.val_size is not None:
-        val_images = min(val_images, run.config.val_size)
-    return ChanceFloor(run.data.info.num_classes, val_images)
+    return ChanceFloor(run.data.info.num_classes, run.ctx.val_images)
 
 
 def _final_latency(run: _Run, stopped: str | None) -> Remeasure:
