@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,27 +77,6 @@ def exported(run: Path, name: str) -> tuple[bytes, float, dict]:
     images = opened.data.test.take(torch.arange(7))[0].numpy()
     onnx, _ = export_fp32(model.eval(), tuple(images.shape[1:]), ExportSettings(), images)
     return onnx, info.test_accuracy, info.recipe
-
-
-def paired(ours: bytes, theirs: bytes, pairs: int) -> dict:
-    """Alternating pairs on x86-cpu; ratio = ours / theirs."""
-    from profilers.base import ProfileSettings
-    from profilers.registry import get_profiler
-    from targets import get_target
-
-    target = get_target("x86-cpu")
-    settings = ProfileSettings(warmup_ms=100, min_duration_ms=400, min_iters=20, batch=1)
-    load_before = os.getloadavg()[0]
-    result = get_profiler(target).compare(ours, theirs, target, pairs, settings)
-    return {
-        "ratio": result.ratio,
-        "pairs_faster": sum(r < 1 for r in result.ratios),
-        "pairs": pairs,
-        "spread": result.spread,
-        "ours_ms": sorted(a.latency_ms.median for a, _ in result.pairs)[pairs // 2],
-        "theirs_ms": sorted(b.latency_ms.median for _, b in result.pairs)[pairs // 2],
-        "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-    }
 
 
 def render(result: dict) -> str:
@@ -199,6 +177,7 @@ def main() -> None:
 
     import torch
     from machine import describe_machine
+    from pairs import paired, shown_faster
 
     ref, winners = search_view(args.run)
     chosen = [w["arch_id"] for w in winners[: args.max_models]]
@@ -211,7 +190,7 @@ def main() -> None:
     for row in winners[: args.max_models]:
         onnx, acc, recipe = exported(args.run, row["arch_id"])
         timing = paired(onnx, theirs, args.pairs)
-        faster = timing["ratio"] < 1 and timing["pairs_faster"] >= 2 * args.pairs / 3
+        faster = shown_faster(timing)
         rows.append(
             row | {"test_accuracy": acc, "timing": timing, "faster": faster,
                    "as_accurate": acc >= their_acc,
