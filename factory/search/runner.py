@@ -32,7 +32,7 @@ from factory.search.checkpoint import (
 from factory.search.config import SearchConfig
 from factory.search.context import EvalSettings, RunContext
 from factory.search.costs import CostModel
-from factory.search.executor import ExecutorSpec, InProcessExecutor, make_executor
+from factory.search.executor import Executor, ExecutorSpec, InProcessExecutor, make_executor
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
 from factory.search.remeasure import remeasure
 from factory.search.store import RunStore, check_resume, load_config, save_config
@@ -124,7 +124,8 @@ class _Run:
         run_dir: Path,
         store: RunStore | None,  # None on the ranks > 0 of a data-parallel run
         device: torch.device,
-        where: ExecutorSpec,
+        executor: Executor,
+        farm_backend: str,
         dist: distributed.DistContext | None,
     ) -> None:
         from factory.data import load_dataset
@@ -160,12 +161,9 @@ class _Run:
             self.target,
             config.objectives[1:],
             config.latency_mode,
-            farm_backend="ray" if where.kind == "ray" else "local",
+            farm_backend=farm_backend,
             notify=self.notify,
         )
-        main = dist is None or dist.is_main  # only rank 0 evaluates, so only it has workers
-        resources = farm_resources(self.target)
-        executor = make_executor(where, device, resources) if main else InProcessExecutor()
         self.ctx = RunContext(
             space=self.space,
             supernet=self.supernet,
@@ -199,7 +197,6 @@ class _Run:
             print(f"note: {message}", file=sys.stderr)
 
     def close(self) -> None:
-        self.ctx.executor.close()
         self.ctx.costs.close()
 
     def checkpoint(self, unit: int) -> None:
@@ -291,21 +288,26 @@ def run_search(
     `device` (default the CPU), candidates are scored where `executor` says (default here).
     Under torchrun every rank calls this; rank 0 writes the run."""
     config = resolve(config)
-    device = device or torch.device("cpu")
-    dist = distributed.from_env(device)  # under torchrun: this process is one rank
+    where = executor or ExecutorSpec()
+    dist = distributed.from_env(device or torch.device("cpu"))  # under torchrun: one rank
+    device = dist.device if dist is not None else device or torch.device("cpu")
+    main = dist is None or dist.is_main  # only rank 0 scores, so only it needs workers
+    # joined before anything is written: a cluster that does not answer leaves no run behind
+    resources = farm_resources(get_target(config.target))
+    pool = make_executor(where, device, resources) if main else InProcessExecutor(device)
     try:
-        main = dist is None or dist.is_main
         prepare = functools.partial(_prepare, config, run_dir, resume)
         dist.from_main(prepare) if dist is not None else prepare()
-        where = executor or ExecutorSpec()
+        backend = "ray" if where.kind == "ray" else "local"
         with RunStore(run_dir) if main else contextlib.nullcontext() as store:
-            run = _Run(config, run_dir, store, dist.device if dist else device, where, dist)
+            run = _Run(config, run_dir, store, device, pool, backend, dist)
             try:
                 start = run.restore() if resume else 0
                 return _loop(run, start, quiet or not main)
             finally:
                 run.close()
     finally:
+        pool.close()
         distributed.close(dist)
 
 
