@@ -53,8 +53,10 @@ class Farm:
         self.notify = notify or (lambda _message: None)
         self.down: dict[str, str] = {}  # agent URL -> why it was dropped
         self._pool: ThreadPoolExecutor | None = None
+        self._env: dict[str, str] = {}  # the agents' tokens, for Ray workers elsewhere
         if backend == "ray":
             _check_ray_resources(target)
+            self._env = _token_env(target)
 
     def boards(self) -> list[int]:
         """Indices of the agents still in service."""
@@ -98,7 +100,10 @@ class Farm:
     def _submit(self, job: Job[T, R], n: int, item: T) -> Future:
         one = narrowed(self.target, self.target.agents[n])
         if self.backend == "ray":
-            task = _ray_task().options(resources={resource_name(self.target, n): 1.0})
+            options: dict[str, Any] = {"resources": {resource_name(self.target, n): 1.0}}
+            if self._env:
+                options["runtime_env"] = {"env_vars": self._env}
+            task = _ray_task().options(**options)
             return task.remote(job, one, item).future()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(len(self.target.agents), thread_name_prefix="farm")
@@ -156,6 +161,19 @@ def _ray_task() -> Any:
 
         _RAY_TASK = farm_job
     return _RAY_TASK
+
+
+def _token_env(target: Target) -> dict[str, str]:
+    """The agents' token variables as set here (an unset one is an error now, not on a
+    worker later): a worker on another node does not share this shell's environment."""
+    from profilers.remote import agent_token
+
+    env = {}
+    for agent in target.agents:
+        token = agent_token(target.name, agent)
+        if agent.token_env and token:
+            env[agent.token_env] = token
+    return env
 
 
 def _check_ray_resources(target: Target) -> None:
