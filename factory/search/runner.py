@@ -192,7 +192,7 @@ class _Run:
         """Tell the user something about the run as it goes (e.g. a farm's agent is down)."""
         progress = self.ctx.progress if hasattr(self, "ctx") else None
         if progress is not None:
-            progress.console.print(f"note: {message}", markup=False)
+            progress.console.print(f"note: {message}", markup=False, soft_wrap=True)
         else:
             print(f"note: {message}", file=sys.stderr)
 
