@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -84,6 +85,9 @@ class DistContext:
     def wrap(self, net: nn.Module) -> nn.Module:
         """`net` for training: DDP over a module whose BatchNorms sync across ranks."""
         ids = [self.device.index] if self.device.type == "cuda" else None
+        # channels-last depthwise weights (C_in = 1) have two equivalent stride patterns;
+        # DDP notices the grads' and warns of a slow copy that costs nothing here
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
         return DistributedDataParallel(
             _SyncedBatchNorms(net, self.bn_group, self.world),
             device_ids=ids,
