@@ -15,6 +15,9 @@ def page(r: dict[str, Any]) -> str:
     train = r["training"]
     ray_x = _speedup(scoring, "ray, 1 worker", "ray, 2 workers")
     ddp_x = _speedup(train, "1 rank", "2 ranks")
+    noise = max(scoring["in-process"], scoring["ray, 1 worker"]) / min(
+        scoring["in-process"], scoring["ray, 1 worker"]
+    )
     before = ", ".join(f"{x:.2f}" for x in r["load_average_before"])
     after = ", ".join(f"{x:.2f}" for x in r["load_average_after"])
     rows = "\n".join(
@@ -37,7 +40,9 @@ one thread per process:
 |---|---:|---:|---:|
 {rows}
 
-2 Ray workers vs 1: **{ray_x:.2f}x**.
+2 Ray workers vs 1: **{ray_x:.2f}x**. The in-process and the 1-worker rows do the same work
+on one core each; their {noise:.2f}x ratio is this machine's load at work, and the scale of
+the differences these figures can resolve.
 
 Supernet training ({r["space"]}, global batch {r["batch"]}, uniform single paths, one
 thread per rank; the 2 ranks split each batch and sync BatchNorm statistics and gradients
@@ -64,8 +69,9 @@ over gloo):
   BatchNorm layer per step (forward and backward) plus one for the gradients.
 - Extrapolated, not measured: on a cluster each worker has its own cores or GPU, scoring
   is embarrassingly parallel (no communication but the weights once per generation), so
-  evaluations per minute grow with the workers until the driver's share (the strategy,
-  the costs, the SQLite writes, under 5 % of a candidate's time here) dominates. For
+  evaluations per minute should grow with the workers until the driver's serial share
+  (supernet training, the strategy, the costs, the SQLite writes; not measured here)
+  dominates. For
   data-parallel training on GPUs, NCCL all-reduces over NVLink cost little next to a step;
   expect near-linear images/s until the per-GPU batch gets too small to fill a GPU.
 
