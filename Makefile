@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 
 $(BIN)/factory: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[agent,dev]'
+	$(BIN)/pip install -q -e '.[agent,dev,ray]'
 	touch $@
 
 setup: $(BIN)/factory data
@@ -46,3 +46,4 @@ bench: setup
 	$(BIN)/python bench/profiler_fidelity.py
 	$(BIN)/python bench/lut_accuracy.py
 	$(BIN)/python bench/strategies.py
+	$(BIN)/python bench/scale.py

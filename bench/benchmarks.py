@@ -162,6 +162,20 @@ def beat_mobilenet() -> list[Row]:
              measured, d["met"], "beat_mobilenet.md")]  # fmt: skip
 
 
+def scale() -> list[Row]:
+    d = load("scale.json")
+    ray = {k: v["per_min"] for k, v in d["scoring"].items()}
+    load_avg = d["load_average_before"][0]
+    return [
+        ("Ray scoring, 2 workers vs 1 (2 shared cores: informative)", "> 1x",
+         f"{ray['ray, 2 workers'] / ray['ray, 1 worker']:.2f}x (load {load_avg:.1f})", None,
+         "scale.md"),
+        ("supernet images/s, 2 gloo ranks vs 1 (2 shared cores: informative)", "> 1x",
+         f"{d['training']['2 ranks'] / d['training']['1 rank']:.2f}x (load {load_avg:.1f})",
+         None, "scale.md"),
+    ]  # fmt: skip
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("demo", demo),
     ("latency objective under load", latency_stability),
@@ -172,6 +186,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("latency tables", lut),
     ("CANAS", canas),
     ("VGG-Lite", vgg_lite),
+    ("scale out", scale),
 ]
 
 
@@ -201,7 +216,8 @@ def main() -> None:
         "[ranking](ranking_mobilenet.md), [against MobileNetV2@0.5](beat_mobilenet.md), "
         "[baselines](baselines.md), [strategies](strategies.md), "
         "[latency tables](latency_tables.md), [CANAS](canas.md), [VGG-Lite](vgg_lite.md), "
-        "[prebuilt models, INT8 vs FP32](prebuilt.md), [profiler](profiler.md).",
+        "[prebuilt models, INT8 vs FP32](prebuilt.md), [profiler](profiler.md), "
+        "[scale out](scale.md).",
         "",
     ]
     (DOCS / "benchmarks.md").write_text("\n".join(lines))

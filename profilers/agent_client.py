@@ -34,6 +34,11 @@ ENGINE_HEADERS = {  # `/engine` answers: EngineResult field -> response header
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
+class AgentUnreachable(UserError):
+    """The agent cannot be reached or dropped the connection: the board (or its network)
+    is down, not the request at fault. A farm moves such an agent's work to the others."""
+
+
 @dataclass(frozen=True)
 class AgentResult:
     """A measurement from the agent and when it ran (agent's `time.monotonic_ns()`)."""
@@ -181,13 +186,15 @@ class AgentClient:
             except _RETRYABLE as exc:
                 if attempt == self.retries:
                     tries = self.retries + 1
-                    raise UserError(
+                    raise AgentUnreachable(
                         f"agent {self.url}: cannot connect after {tries} tries ({_one_line(exc)});"
                         f" is `factory agent` running there?"
                     ) from exc
                 time.sleep(self.backoff_s * 2**attempt)
             except httpx.TimeoutException as exc:
                 raise UserError(f"agent {self.url}{path}: timed out ({_one_line(exc)})") from exc
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+                raise AgentUnreachable(f"agent {self.url}{path}: {_one_line(exc)}") from exc
             except httpx.HTTPError as exc:  # e.g. the agent dropped an oversize upload
                 raise UserError(f"agent {self.url}{path}: {_one_line(exc)}") from exc
         raise AssertionError("unreachable")

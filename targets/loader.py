@@ -12,7 +12,7 @@ from targets.target import PRECISIONS, RUNTIMES, AgentRef, Target
 
 _REQUIRED = {"name", "description", "runtime", "execution_provider"}
 _OPTIONAL = {"precision", "threads", "input_shape", "aliases", "agent", "latency_table"}
-_OPTIONAL |= {"needs_gpu", "notes"}
+_OPTIONAL |= {"needs_gpu", "notes", "agents"}
 
 
 def load_target(path: Path) -> Target:
@@ -47,11 +47,7 @@ def _from_dict(data: dict[str, Any]) -> Target:
     threads = data.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or null, not {threads!r}")
-    agent = data.get("agent")
-    if agent is not None:
-        if not isinstance(agent, dict) or "url" not in agent or set(agent) - {"url", "token_env"}:
-            raise ValueError("agent must be a mapping with 'url' and optional 'token_env'")
-        agent = AgentRef(url=str(agent["url"]).rstrip("/"), token_env=agent.get("token_env"))
+    agents = _agents(data)
     return Target(
         name=str(data["name"]),
         description=str(data["description"]).strip(),
@@ -61,8 +57,33 @@ def _from_dict(data: dict[str, Any]) -> Target:
         threads=threads,
         input_shape=shape,
         aliases=tuple(str(a) for a in data.get("aliases", ())),
-        agent=agent,
+        agent=agents[0] if agents else None,
+        more_agents=tuple(agents[1:]),
         latency_table=data.get("latency_table"),
         needs_gpu=bool(data.get("needs_gpu", False)),
         notes={str(k): str(v) for k, v in (data.get("notes") or {}).items()},
     )
+
+
+def _agents(data: dict[str, Any]) -> list[AgentRef]:
+    """`agent: {url, token_env}` (one board) or `agents: [{url, token_env}, ...]` (a farm)."""
+    if "agent" in data and "agents" in data:
+        raise ValueError("give either 'agent' (one board) or 'agents' (a farm), not both")
+    if data.get("agent") is not None:
+        return [_agent(data["agent"])]
+    listed = data.get("agents")
+    if listed is None:
+        return []
+    if not isinstance(listed, list) or not listed:
+        raise ValueError("agents must be a non-empty list of {url, token_env} mappings")
+    agents = [_agent(a) for a in listed]
+    urls = [a.url for a in agents]
+    if len(set(urls)) != len(urls):
+        raise ValueError(f"agents lists a URL twice: {urls}")
+    return agents
+
+
+def _agent(agent: Any) -> AgentRef:
+    if not isinstance(agent, dict) or "url" not in agent or set(agent) - {"url", "token_env"}:
+        raise ValueError("an agent must be a mapping with 'url' and optional 'token_env'")
+    return AgentRef(url=str(agent["url"]).rstrip("/"), token_env=agent.get("token_env"))

@@ -43,6 +43,8 @@ class Target:
     input_shape: tuple[int, ...] = (1, 3, 224, 224)  # (N, C, H, W) when the model gives none
     aliases: tuple[str, ...] = ()
     agent: AgentRef | None = None  # None: measured on this machine
+    # a farm: further boards of the same kind (YAML `agents: [...]`, the first is `agent`)
+    more_agents: tuple[AgentRef, ...] = ()
     latency_table: str | None = None  # directory of latency tables; None = user cache
     needs_gpu: bool = False
     notes: dict[str, str] = field(default_factory=dict)
@@ -50,6 +52,11 @@ class Target:
     @property
     def is_local(self) -> bool:
         return self.agent is None
+
+    @property
+    def agents(self) -> tuple[AgentRef, ...]:
+        """Every board that measures for this target (one measurement at a time each)."""
+        return () if self.agent is None else (self.agent, *self.more_agents)
 
     def latency_table_dir(self) -> Path:
         """Where this target's latency lookup tables are stored."""

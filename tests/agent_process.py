@@ -42,6 +42,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_agent(tmp: Path, token: str, *extra_args: str) -> Iterator[str]:
     """Start the agent with a token file in `tmp`; yields its base URL."""
+    with running_agent_process(tmp, token, *extra_args) as (url, _proc):
+        yield url
+
+
+@contextlib.contextmanager
+def running_agent_process(
+    tmp: Path, token: str, *extra_args: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As `running_agent`, also yielding the process (for tests that take an agent down)."""
     (tmp / "token").write_text(token)
     (tmp / "token").chmod(0o600)
     port = free_port()
@@ -52,7 +61,7 @@ def running_agent(tmp: Path, token: str, *extra_args: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, tmp / "agent.log", timeout_s=30)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

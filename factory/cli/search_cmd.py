@@ -136,16 +136,32 @@ def search(
             "cuda[:N]. Latency is always measured on the target."
         ),
     ] = "auto",
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="Where candidates are scored: in-process, or ray (Ray tasks; install the "
+            "[ray] extra). The driver alone writes the run."
+        ),
+    ] = "in-process",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --executor ray: auto (the cluster this machine belongs to), HOST:PORT "
+            "or ray://HOST:PORT; default: start Ray on this machine."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Search a space for the accuracy/latency Pareto front on a target.
 
     Writes a run directory: config.json, evaluations.sqlite (every evaluation), checkpoints,
     pareto.json, pareto.csv and pareto.png. Ctrl-C stops cleanly; --resume DIR continues
-    (options given with --resume must match the run's saved config).
+    (options given with --resume must match the run's saved config). Under `torchrun
+    --nproc-per-node N -m factory search ...` the supernet trains data-parallel.
     """
     from factory.search.config import SearchConfig, parse_duration, parse_objectives
     from factory.search.costs import LATENCY_MODES
+    from factory.search.executor import ExecutorSpec
     from factory.search.runner import load_run_config, run_search
 
     if threads:
@@ -156,6 +172,7 @@ def search(
         fail(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     if latency not in LATENCY_MODES:
         fail(f"unknown latency mode {latency!r}; valid: {', '.join(LATENCY_MODES)}")
+    where = ExecutorSpec(executor, ray_address)
     values = {
         "space": space,
         "strategy": strategy,
@@ -201,8 +218,12 @@ def search(
         run_dir = out or Path("runs") / f"{stamp}-{space}-{strategy}"
     from factory.training import resolve_device
 
-    where = resolve_device(device)
-    result = run_search(config, run_dir, resume=resume is not None, quiet=quiet, device=where)
+    on = resolve_device(device)
+    result = run_search(
+        config, run_dir, resume=resume is not None, quiet=quiet, device=on, executor=where
+    )
+    if result.rank != 0:  # a data-parallel rank > 0: rank 0 reports
+        return
     from factory.cli.report_cmd import print_front
 
     print_front(result.run_dir)

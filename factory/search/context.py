@@ -3,6 +3,11 @@
 Strategies call `train_supernet` and `evaluate`; every recorded evaluation is committed to
 SQLite before `evaluate` returns. After a crash, evaluations of the unit being replayed are
 taken from the database instead of being recomputed, so nothing is measured twice.
+
+Scoring goes through the executor (in this process, or Ray workers that get the weights
+once per `weights_key`); the costs and the database stay here. Under torch.distributed
+(`dist`), every rank trains its slice of each batch, and rank 0 alone evaluates and records,
+then hands the records to the others so that their strategies take the same decisions.
 """
 
 from __future__ import annotations
@@ -12,28 +17,21 @@ import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from factory.data import DataSplits, iterate_batches, num_batches
+from factory.distributed import DistContext
 from factory.search.costs import CostModel, estimate_cost_range
-from factory.search.executor import Executor
+from factory.search.executor import Executor, Scores
+from factory.search.scoring import EvalSettings, Scorer, prepared
 from factory.spaces.base import Genotype, SearchSpace, Supernet
 from factory.strategies.base import PathSource, Record, Weights
-from factory.supernet import SupernetTrainConfig, evaluate_genotype, train_epoch
+from factory.supernet import SupernetTrainConfig, train_epoch
+from targets.errors import UserError
 
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How candidates are trained and scored during search."""
-
-    batch_size: int = 64
-    eval_batch_size: int = 500
-    calib_steps: int = 2  # BN recalibration batches per evaluation
-    calib_batch_size: int = 128
-    val_size: int | None = 500  # validation images used to score a candidate (None: all)
+__all__ = ["EvalSettings", "RunContext"]
 
 
 class RunContext:
@@ -48,7 +46,7 @@ class RunContext:
         data: DataSplits,
         settings: EvalSettings,
         costs: CostModel,
-        store,  # factory.search.store.RunStore
+        store,  # factory.search.store.RunStore; None on the ranks > 0 of a distributed run
         executor: Executor,
         rng: np.random.Generator,
         torch_gen: torch.Generator,
@@ -56,6 +54,8 @@ class RunContext:
         cost: str,
         f_range: tuple[float | None, float | None] = (None, None),
         device: torch.device | None = None,
+        space_options: dict[str, str] | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         # channels-last activations run the depthwise/grouped convs and the elementwise ops
         # about 1.6x faster on CPU (measured on the shufflenet space, batch 500)
@@ -67,24 +67,28 @@ class RunContext:
         self.objectives, self.cost = objectives, cost
         self.f_range = f_range
         self.device = device or torch.device("cpu")
+        self.dist = dist
+        self.train_net = dist.wrap(supernet) if dist is not None else supernet
         self.previous: Supernet | None = None
         self.replay: dict[tuple[str, str, int], Record] = {}
         self.elapsed_offset = 0.0
         self.started = time.monotonic()
         self.progress = None  # a rich Progress, set by the runner
-        val = data.val
-        if settings.val_size is not None and settings.val_size < len(val):
-            val = val.subset(torch.arange(settings.val_size))
-        self._val = val
+        self.scorer = Scorer.of(space, space_options or {}, data.train, data.val, settings)
+        self._version, self._previous_key = 0, ""  # names of the weights for the executor
 
     # --- SearchContext -----------------------------------------------------------------
     def train_supernet(self, paths: PathSource = None, epochs: float = 1.0) -> float:
         per_epoch = num_batches(self.data.train, self.settings.batch_size, drop_last=True)
         steps = max(1, math.ceil(epochs * per_epoch))
+        batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = self._endless_batches()
+        if self.dist is not None:
+            self.dist.check_same_stream(self.rng, f"weights version {self._version}")
+            batches = (self.dist.shard(x, y) for x, y in batches)
         stats = train_epoch(
             self.space,
-            self.supernet,
-            itertools.islice(self._endless_batches(), steps),
+            self.train_net,
+            itertools.islice(batches, steps),
             self.optimizer,
             self.train_cfg,
             self.rng,
@@ -92,7 +96,8 @@ class RunContext:
             progress=self.progress,
             total=steps,
         )
-        return stats.loss
+        self._version += 1
+        return stats.loss if self.dist is None else self.dist.mean(stats.loss)
 
     def evaluate(
         self,
@@ -102,22 +107,26 @@ class RunContext:
         weights: Weights = "current",
         record: bool = True,
     ) -> list[Record]:
-        net = self.supernet if weights == "current" else self.previous
-        if net is None:
-            raise RuntimeError("evaluate(weights='previous') before snapshot_weights()")
-        return self.executor.map(
-            lambda g: self._evaluate_one(net, g, phase, step, record), genotypes
-        )
+        if self.dist is not None:
+            return self.dist.from_main(
+                lambda: self._evaluate(genotypes, phase, step, weights, record)
+            )
+        return self._evaluate(genotypes, phase, step, weights, record)
 
     def snapshot_weights(self) -> None:
         self.previous = copy.deepcopy(self.supernet)
+        self._previous_key = f"previous-{self._version}"
 
     def cost_range(self) -> tuple[float, float]:
         """(F_min, F_max): the user's, else the range over the manual architectures and 20
         samples drawn from a generator of its own (so the main stream is not disturbed)."""
         lo, hi = self.f_range
         if lo is None or hi is None:
-            est_lo, est_hi = estimate_cost_range(self.space, self.costs, self.cost)
+            est_lo, est_hi = (
+                self.dist.from_main(self._estimate_range)
+                if self.dist is not None
+                else self._estimate_range()
+            )
             lo = est_lo if lo is None else lo
             hi = est_hi if hi is None else hi
             self.f_range = (lo, hi)
@@ -126,15 +135,18 @@ class RunContext:
     @property
     def val_images(self) -> int:
         """How many validation images score a candidate."""
-        return len(self._val)
+        return len(self.scorer.val)
 
     # --- helpers ------------------------------------------------------------------------
     def elapsed(self) -> float:
         return self.elapsed_offset + time.monotonic() - self.started
 
+    def _estimate_range(self) -> tuple[float, float]:
+        return estimate_cost_range(self.space, self.costs, self.cost)
+
     def _endless_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
-            yield from _prepared(
+            yield from prepared(
                 self.device,
                 iterate_batches(
                     self.data.train,
@@ -145,42 +157,50 @@ class RunContext:
                 ),
             )
 
-    def _calib_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return _prepared(
-            self.device, iterate_batches(self.data.train, self.settings.calib_batch_size)
-        )
+    def _evaluate(
+        self, genotypes: Sequence[Genotype], phase: str, step: int, weights: Weights, record: bool
+    ) -> list[Record]:
+        net = self.supernet if weights == "current" else self.previous
+        if net is None:
+            raise RuntimeError("evaluate(weights='previous') before snapshot_weights()")
+        key = f"current-{self._version}" if weights == "current" else self._previous_key
+        done: dict[int, Record] = {}
+        for i, g in enumerate(genotypes):
+            replayed = self.replay.get((self.space.arch_id(g), phase, step))
+            if record and replayed is not None:
+                done[i] = replayed
+        todo = [i for i in range(len(genotypes)) if i not in done]
+        new = [genotypes[i] for i in todo]
+        self.costs.prefetch(new)  # a device farm measures them in parallel
+        if self.costs.times_here:  # before workers load this machine
+            for g in new:
+                self.costs.costs(g)
+        scores = self.executor.score(self.scorer, net, key, new)
+        for j, i in enumerate(todo):  # recorded in order, each as soon as it is known
+            done[i] = self._record(genotypes[i], self._score(scores, j), phase, step, record)
+        return [done[i] for i in range(len(genotypes))]
 
-    def _evaluate_one(self, net: Supernet, g: Genotype, phase: str, step: int, record: bool):
-        arch_id = self.space.arch_id(g)
-        if record and (arch_id, phase, step) in self.replay:
-            return self.replay[(arch_id, phase, step)]
-        acc = evaluate_genotype(
-            net,
-            g,
-            _prepared(self.device, iterate_batches(self._val, self.settings.eval_batch_size)),
-            self._calib_batches(),
-            self.settings.calib_steps,
-        )
+    def _score(self, scores: Scores, index: int) -> float:
+        try:
+            return scores.get(index)
+        except UserError as exc:
+            kept = self.store.count() if self.store is not None else 0
+            raise UserError(
+                f"{exc}; the {kept} evaluations recorded so far are kept: continue with "
+                f"`factory search --resume {self.store.run_dir if self.store else 'RUN'}`"
+            ) from exc
+
+    def _record(self, g: Genotype, acc: float, phase: str, step: int, record: bool) -> Record:
         costs, how = self.costs.costs(g)
-        extra = {"latency_how": how} if how else {}
         rec = Record(
             genotype=tuple(g),
-            arch_id=arch_id,
+            arch_id=self.space.arch_id(g),
             objectives={"accuracy": acc, **costs},
             phase=phase,
             step=step,
             wall_s=round(self.elapsed(), 3),
-            extra=extra,
+            extra={"latency_how": how} if how else {},
         )
         if record:
             self.store.add(rec)
         return rec
-
-
-def _prepared(
-    device: torch.device, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches on the supernet's device, images channels-last."""
-    for x, y in batches:
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        yield x, y.to(device, non_blocking=True)

@@ -3,6 +3,7 @@ architecture: costs do not change as the shared weights train."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +37,11 @@ class CostModel:
     latency_mode: str = "auto"
     settings: ProfileSettings = SEARCH_TIMING
     robust: PairedSettings = ROBUST_TIMING
+    farm_backend: str = "local"  # how a remote target's agents are driven: local or ray
+    notify: Callable[[str], None] | None = None  # e.g. an agent of the farm went down
     _cache: dict[str, dict[str, float]] = field(default_factory=dict)
+    _farmed: dict[str, float] = field(default_factory=dict)  # arch_id -> latency_ms
+    _farm: object | None = None
     _how: dict[str, str] = field(default_factory=dict)
     _table: object | None = None
     _timer: PairedTimer | None = None
@@ -71,6 +76,10 @@ class CostModel:
         if "latency_ms" not in self.names:
             return None
         out: dict[str, object] = {"mode": self._how_latency, "target": self.target.name}
+        if self._farms():
+            out["agents"] = [a.url for a in self.target.agents]
+            if self._farm is not None and self._farm.down:  # type: ignore[attr-defined]
+                out["agents_down"] = dict(self._farm.down)  # type: ignore[attr-defined]
         if self._how_latency == "measure":
             out["window_ms"] = self.settings.min_duration_ms
         elif self._how_latency == "robust":
@@ -81,6 +90,46 @@ class CostModel:
                     "reference_ms": self._timer.reference_ms,
                 }
         return out
+
+    @property
+    def times_here(self) -> bool:
+        """Whether latency is timed on this machine (other work here would disturb it)."""
+        measured = getattr(self, "_how_latency", None) in ("robust", "measure")
+        return "latency_ms" in self.names and measured and self.target.is_local
+
+    def prefetch(self, genotypes: Sequence[Genotype]) -> None:
+        """Time the new architectures of a batch on the target's farm at once (its boards
+        in parallel, one job each at a time); anything else is computed when asked for."""
+        if not self._farms():
+            return
+        new: dict[str, Genotype] = {}
+        for g in genotypes:
+            key = self.space.arch_id(g)
+            if key not in self._cache and key not in self._farmed:
+                new.setdefault(key, g)
+        if new:
+            models = [self._onnx(g) for g in new.values()]
+            found = self._the_farm().measure(models, self._shape(), self.settings)
+            self._farmed.update((k, m.latency_ms.median) for k, m in zip(new, found, strict=True))
+
+    def close(self) -> None:
+        if self._farm is not None:
+            self._farm.close()  # type: ignore[attr-defined]
+            self._farm = None
+
+    def _farms(self) -> bool:
+        return (
+            "latency_ms" in self.names
+            and self._how_latency == "measure"
+            and not (self.target.is_local)
+        )
+
+    def _the_farm(self):  # -> profilers.farm.Farm
+        if self._farm is None:
+            from profilers.farm import Farm
+
+            self._farm = Farm(self.target, self.farm_backend, self.notify)
+        return self._farm
 
     def seed(self, arch_id: str, costs: dict[str, float], how: str | None = None) -> None:
         """Pre-fill the cache (from a resumed run's records)."""
@@ -117,6 +166,9 @@ class CostModel:
             return float(self._table.predict(g)), "table"  # type: ignore[union-attr]
         from profilers.remote import profiler_for
 
+        if self._farms():
+            self.prefetch([g])
+            return self._farmed.pop(self.space.arch_id(g)), "measured"
         onnx = self._onnx(g)
         if self._how_latency == "robust":
             return self._paired_timer().latency_ms(onnx), "measured-paired"
@@ -169,15 +221,21 @@ def _load_table(space: SearchSpace, target: Target) -> object:
 
 
 def _check_agent(target: Target) -> None:
-    """A remote target must answer before a long search starts."""
+    """A remote target must answer before a long search starts: one of its agents at least
+    (a farm goes on without the boards that are down, and says so when it meets them)."""
     from profilers.agent_client import AgentClient
     from profilers.remote import agent_token
 
-    assert target.agent is not None
-    try:
-        with AgentClient(target.agent.url, agent_token(target.name, target.agent)) as client:
-            client.health()
-    except UserError as exc:
+    errors = []
+    for agent in target.agents:
+        try:
+            with AgentClient(agent.url, agent_token(target.name, agent)) as client:
+                client.health()
+            return
+        except UserError as exc:
+            errors.append(str(exc))
+    if errors:
+        exc = UserError("; ".join(errors))
         raise UserError(
             f"target {target.name} is remote and its agent does not answer ({exc}); start "
             f"`factory agent` on the device, or build a latency table with `factory profile "

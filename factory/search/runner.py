@@ -9,8 +9,10 @@ database.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from factory import distributed
 from factory.progress import make_progress
 from factory.search.checkpoint import (
     flatten_optimizer_state,
@@ -29,7 +32,7 @@ from factory.search.checkpoint import (
 from factory.search.config import SearchConfig
 from factory.search.context import EvalSettings, RunContext
 from factory.search.costs import CostModel
-from factory.search.executor import InProcessExecutor
+from factory.search.executor import Executor, ExecutorSpec, InProcessExecutor, make_executor
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
 from factory.search.remeasure import remeasure
 from factory.search.store import RunStore, check_resume, load_config, save_config
@@ -37,6 +40,7 @@ from factory.spaces import get_space
 from factory.strategies import STRATEGIES
 from factory.strategies.base import Record, Strategy
 from factory.supernet import SupernetTrainConfig, make_optimizer
+from profilers.farm import farm_resources
 from targets import get_target
 from targets.errors import UserError
 
@@ -51,6 +55,7 @@ class RunResult:
     total_units: int
     evaluations: int
     stopped: str | None  # None: finished; otherwise why it stopped early
+    rank: int = 0  # of a data-parallel run: only rank 0 has the front and the outputs
 
 
 def resolve(config: SearchConfig) -> SearchConfig:
@@ -114,7 +119,14 @@ class _Run:
     """The objects of one run, built from its config."""
 
     def __init__(
-        self, config: SearchConfig, run_dir: Path, store: RunStore, device: torch.device
+        self,
+        config: SearchConfig,
+        run_dir: Path,
+        store: RunStore | None,  # None on the ranks > 0 of a data-parallel run
+        device: torch.device,
+        executor: Executor,
+        farm_backend: str,
+        dist: distributed.DistContext | None,
     ) -> None:
         from factory.data import load_dataset
 
@@ -144,7 +156,14 @@ class _Run:
         self.optimizer = make_optimizer(self.supernet, self.train_cfg)
         init = [self.space.parse(name) for name in config.init]
         self.strategy: Strategy = cls(self.space, strategy_cfg, init)
-        costs = CostModel(self.space, self.target, config.objectives[1:], config.latency_mode)
+        costs = CostModel(
+            self.space,
+            self.target,
+            config.objectives[1:],
+            config.latency_mode,
+            farm_backend=farm_backend,
+            notify=self.notify,
+        )
         self.ctx = RunContext(
             space=self.space,
             supernet=self.supernet,
@@ -158,8 +177,10 @@ class _Run:
             ),
             costs=costs,
             store=store,
-            executor=InProcessExecutor(),
+            executor=executor,
             device=device,
+            space_options=config.space_options,
+            dist=dist,
             rng=np.random.default_rng(config.seed),
             torch_gen=torch.Generator().manual_seed(config.seed),
             objectives=config.objectives,
@@ -167,7 +188,20 @@ class _Run:
             f_range=(config.f_min, config.f_max),
         )
 
+    def notify(self, message: str) -> None:
+        """Tell the user something about the run as it goes (e.g. a farm's agent is down)."""
+        progress = self.ctx.progress if hasattr(self, "ctx") else None
+        if progress is not None:
+            progress.console.print(f"note: {message}", markup=False, soft_wrap=True)
+        else:
+            print(f"note: {message}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.ctx.costs.close()
+
     def checkpoint(self, unit: int) -> None:
+        if self.store is None:
+            return  # rank 0 writes the run
         state = self.strategy.state_dict()
         strategy_tensors = state.pop("tensors", {})
         opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
@@ -193,9 +227,14 @@ class _Run:
         )
 
     def restore(self) -> int:
-        """Load the last checkpoint; returns the first unit still to run."""
-        ckpt = load_checkpoint(self.run_dir)
-        records = self.store.records()
+        """Load the last checkpoint; returns the first unit still to run. In a data-parallel
+        run rank 0 reads it and hands it to the others."""
+
+        def read() -> tuple[Any, list[Record]]:
+            assert self.store is not None
+            return load_checkpoint(self.run_dir), self.store.records()
+
+        ckpt, records = self.ctx.dist.from_main(read) if self.ctx.dist else read()
         for r in records:  # the same architecture keeps the same measured costs
             costs = {k: v for k, v in r.objectives.items() if k != "accuracy"}
             self.ctx.costs.seed(r.arch_id, costs, r.extra.get("latency_how"))
@@ -243,10 +282,37 @@ def run_search(
     resume: bool = False,
     quiet: bool = False,
     device: torch.device | None = None,
+    executor: ExecutorSpec | None = None,
 ) -> RunResult:
     """Run (or continue) a search in `run_dir` and write its front; the supernet trains on
-    `device` (default the CPU)."""
+    `device` (default the CPU), candidates are scored where `executor` says (default here).
+    Under torchrun every rank calls this; rank 0 writes the run."""
     config = resolve(config)
+    where = executor or ExecutorSpec()
+    dist = distributed.from_env(device or torch.device("cpu"))  # under torchrun: one rank
+    device = dist.device if dist is not None else device or torch.device("cpu")
+    main = dist is None or dist.is_main  # only rank 0 scores, so only it needs workers
+    # joined before anything is written: a cluster that does not answer leaves no run behind
+    resources = farm_resources(get_target(config.target))
+    pool = make_executor(where, device, resources) if main else InProcessExecutor(device)
+    try:
+        prepare = functools.partial(_prepare, config, run_dir, resume)
+        dist.from_main(prepare) if dist is not None else prepare()
+        backend = "ray" if where.kind == "ray" else "local"
+        with RunStore(run_dir) if main else contextlib.nullcontext() as store:
+            run = _Run(config, run_dir, store, device, pool, backend, dist)
+            try:
+                start = run.restore() if resume else 0
+                return _loop(run, start, quiet or not main)
+            finally:
+                run.close()
+    finally:
+        pool.close()
+        distributed.close(dist)
+
+
+def _prepare(config: SearchConfig, run_dir: Path, resume: bool) -> None:
+    """The run directory with its config: checked against the saved one on resume."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         check_resume(run_dir, config.to_dict())
@@ -254,10 +320,6 @@ def run_search(
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
     else:
         save_config(run_dir, config.to_dict())
-    with RunStore(run_dir) as store:
-        run = _Run(config, run_dir, store, device or torch.device("cpu"))
-        start = run.restore() if resume else 0
-        return _loop(run, start, quiet)
 
 
 def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
@@ -273,17 +335,21 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         )
         try:
             while unit < total:
-                if budget is not None and run.ctx.elapsed() >= budget:
+                if _over_budget(run, budget):
                     stopped = f"time budget of {budget:.0f} s reached"
                     break
                 run.strategy.run_unit(run.ctx, unit)
                 run.checkpoint(unit)
                 unit += 1
-                front = pareto_front(run.store.records(), run.config.objectives, floor)
-                progress.update(task, advance=1, status=f"front {len(front)}")
+                if run.store is not None:
+                    front = pareto_front(run.store.records(), run.config.objectives, floor)
+                    progress.update(task, advance=1, status=f"front {len(front)}")
         except KeyboardInterrupt:
             stopped = "interrupted"
         run.ctx.progress = None
+    if run.store is None:  # a rank > 0 of a data-parallel run: rank 0 writes the outputs
+        return RunResult(run.run_dir, [], unit, total, 0, stopped, rank=run.ctx.dist.rank)
+    run.ctx.dist = None  # the ranks part here: rank 0 scores the references alone
     refs = run.references() if stopped != "interrupted" else {}
     records = run.store.records()
     meta = {
@@ -301,6 +367,15 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         floor=floor, remeasure=_final_latency(run, stopped),
     )  # fmt: skip
     return RunResult(run.run_dir, front, unit, total, len(records), stopped)
+
+
+def _over_budget(run: _Run, budget: float | None) -> bool:
+    """Whether the time budget is spent, by rank 0's clock in a data-parallel run."""
+    if budget is None:
+        return False
+    if run.ctx.dist is not None:
+        return run.ctx.dist.from_main(lambda: run.ctx.elapsed() >= budget)
+    return run.ctx.elapsed() >= budget
 
 
 def _chance_floor(run: _Run) -> ChanceFloor:

@@ -95,3 +95,32 @@ def test_bad_target_files_name_the_problem(tmp_path: Path, text: str, message: s
     with pytest.raises(UserError, match=message) as info:
         load_target(path)
     assert "bad.yaml" in str(info.value)
+
+
+_FARM = "name: farm\ndescription: d\nruntime: onnxruntime\nexecution_provider: CPU\n"
+
+
+def test_a_target_may_list_a_farm_of_agents(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "farm.yaml",
+        _FARM + "agents:\n  - {url: 'http://pi-1:8765/', token_env: PI_TOKEN}\n"
+        "  - {url: 'http://pi-2:8765'}\n",
+    )
+    t = load_target(path)
+    assert [a.url for a in t.agents] == ["http://pi-1:8765", "http://pi-2:8765"]
+    assert t.agent == t.agents[0] and t.agents[0].token_env == "PI_TOKEN" and not t.is_local
+    assert targets.get_target("x86-cpu").agents == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("agent: {url: 'http://a'}\nagents: [{url: 'http://b'}]\n", "either 'agent'"),
+        ("agents: []\n", "non-empty list"),
+        ("agents: [{url: 'http://a'}, {url: 'http://a/'}]\n", "lists a URL twice"),
+        ("agents: [{host: a}]\n", "mapping with 'url'"),
+    ],
+)
+def test_bad_farms_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        load_target(_write(tmp_path / "bad.yaml", _FARM + text))

@@ -1,0 +1,87 @@
+"""Scoring a candidate's accuracy with inherited weights, packaged so that it can run away
+from the driver: a `Scorer` holds everything but the shared weights (space, validation and
+calibration images, settings) and pickles, so a Ray worker rebuilds the supernet from it once
+and then only needs each generation's weights."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from factory.data import Split, iterate_batches
+from factory.spaces.base import Genotype, InputSpec, SearchSpace, Supernet
+from factory.supernet import evaluate_genotype
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How candidates are trained and scored during search."""
+
+    batch_size: int = 64
+    eval_batch_size: int = 500
+    calib_steps: int = 2  # BN recalibration batches per evaluation
+    calib_batch_size: int = 128
+    val_size: int | None = 500  # validation images used to score a candidate (None: all)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Validation accuracy of a genotype after BN recalibration on its path."""
+
+    space: str
+    spec: InputSpec
+    val: Split  # the images that score a candidate
+    calib: Split  # the first calib_steps x calib_batch_size training images
+    settings: EvalSettings
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, space: SearchSpace, options: dict[str, str], train: Split, val: Split, s: EvalSettings
+    ) -> Scorer:
+        """The scorer of a run: val cut to `s.val_size`, calibration to what it reads."""
+        if s.val_size is not None and s.val_size < len(val):
+            val = val.subset(torch.arange(s.val_size))
+        calib = train.subset(torch.arange(min(len(train), s.calib_steps * s.calib_batch_size)))
+        return cls(space.name, space.spec, val, calib, s, dict(options))
+
+    def build_supernet(self) -> Supernet:
+        """A fresh supernet of the space, laid out as the run's (channels-last)."""
+        from factory.spaces import get_space
+
+        net = get_space(self.space, self.spec, self.options).supernet()
+        return net.to(memory_format=torch.channels_last)
+
+    def score(self, net: Supernet, g: Genotype, device: torch.device) -> float:
+        """Accuracy in [0, 1]; recalibrates (so changes) `net`'s BatchNorm statistics."""
+        s = self.settings
+        return evaluate_genotype(
+            net,
+            g,
+            prepared(device, iterate_batches(self.val, s.eval_batch_size)),
+            prepared(device, iterate_batches(self.calib, s.calib_batch_size)),
+            s.calib_steps,
+        )
+
+
+def weights_of(net: Supernet) -> dict[str, np.ndarray]:
+    """The shared weights (and BN buffers) as contiguous numpy arrays: Ray's object store
+    hands them to every worker of a node without a copy."""
+    return {k: v.detach().cpu().contiguous().numpy() for k, v in net.state_dict().items()}
+
+
+def load_weights(net: Supernet, weights: dict[str, np.ndarray]) -> None:
+    """`weights_of`'s arrays into `net` (copied: object-store arrays are read-only)."""
+    net.load_state_dict({k: torch.tensor(np.array(v)) for k, v in weights.items()})
+
+
+def prepared(
+    device: torch.device, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches on the supernet's device, images channels-last."""
+    for x, y in batches:
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        yield x, y.to(device, non_blocking=True)
