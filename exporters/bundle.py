@@ -299,7 +299,7 @@ def _engine(job: _Job, target: Target) -> bytes:
         with AgentClient(target.agent.url, agent_token(target.name, target.agent)) as client:
             result = client.build_engine(source, target.precision, shape, workspace_mb)
     else:
-        from exporters.trt_engine import build_engine
+        from profilers.trt_engine import build_engine
 
         result = build_engine(source, target.precision, workspace_mb, input_shape=shape)
     job.trt_version, job.engine_device = result.trt_version, result.device_name
@@ -414,7 +414,7 @@ def _engine_target(formats: tuple[str, ...], targets: Sequence[Target]) -> Targe
 
 def _check_local_targets(targets: Sequence[Target]) -> None:
     """A local TensorRT target needs TensorRT and a GPU here; say so before exporting."""
-    from exporters.trt_engine import trt_available
+    from profilers.trt_engine import trt_available
 
     for target in targets:
         if target.runtime == "tensorrt" and target.agent is None:

@@ -18,7 +18,7 @@ from targets.errors import UserError
 from targets.target import Target
 
 if TYPE_CHECKING:
-    from exporters.trt_engine import EngineResult
+    from profilers.trt_engine import EngineResult
 
 INT8_ONNX = "model.int8.onnx"
 STRONGLY_TYPED_MAJOR = 11  # TensorRT >= 11 takes the precision from the ONNX
@@ -101,7 +101,7 @@ def _build_on_agent(
 def _build_here(
     target: Target, onnx_path: Path, onnx_name: str, shape: tuple[int, ...]
 ) -> tuple[EngineResult, str]:
-    from exporters import trt_engine  # lazy: TensorRT is looked for only when needed
+    from profilers import trt_engine  # lazy: TensorRT is looked for only when needed
 
     ok, reason = trt_engine.trt_available()
     if not ok:

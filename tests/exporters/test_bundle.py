@@ -28,9 +28,9 @@ from exporters.bundle import (
     parse_formats,
 )
 from exporters.int8 import Int8Settings, onnx_accuracy
-from exporters.trt_engine import trt_available
 from factory.data import DataSplits, iterate_batches, load_dataset
 from profilers.base import ProfileSettings
+from profilers.trt_engine import trt_available
 from targets.errors import UserError
 from targets.target import AgentRef, Target
 from tests.agent_process import free_port

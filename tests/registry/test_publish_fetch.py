@@ -271,7 +271,7 @@ def test_cpu_target_needs_no_engine(registry: Path) -> None:
 
 
 def test_tensorrt_target_without_gpu_or_agent_says_how(registry: Path) -> None:
-    from exporters.trt_engine import trt_available
+    from profilers.trt_engine import trt_available
 
     if trt_available()[0]:
         pytest.skip("TensorRT and a GPU are here: the engine would really be built")
@@ -297,7 +297,7 @@ def test_tensorrt_target_with_agent_builds_there(
         )
         monkeypatch.setenv("EMF_TARGETS_DIR", str(targets_dir))
         monkeypatch.setenv("EMF_LAB_TOKEN", token)
-        from exporters.trt_engine import trt_available
+        from profilers.trt_engine import trt_available
 
         try:
             pulled = pull("tiny", registry, target="lab-gpu")
