@@ -24,7 +24,7 @@ from profilers.onnx_costs import onnx_macs, onnx_params, read_onnx
 from targets.errors import UserError
 
 if TYPE_CHECKING:
-    from profilers.lut import LutSettings
+    from factory.lut import LutSettings
     from profilers.measurement import Measurement
 
 MODEL_COMMAND = "model"
@@ -246,7 +246,7 @@ class _Bars:
 
 def _setup(space: str, target: str, input_shape: str, classes: int) -> tuple[Any, Any]:
     from factory.cli.spaces_cmd import parse_input_shape
-    from profilers.lut import space_for
+    from factory.lut import space_for
 
     return space_for(space, parse_input_shape(input_shape), classes), targets.get_target(target)
 
@@ -289,8 +289,8 @@ def lut_build(
     """
     import numpy as np
 
+    from factory.lut import LutSettings, build_table
     from factory.progress import make_progress
-    from profilers.lut import LutSettings, build_table
 
     chosen_space, chosen_target = _setup(space, target, input_shape, classes)
     settings = LutSettings(
@@ -365,8 +365,8 @@ def lut_validate(
     report the mean and max error (%) and Kendall's tau of the ranking."""
     import numpy as np
 
+    from factory.lut import STATISTICS, load_table, validate_table
     from factory.progress import make_progress
-    from profilers.lut import STATISTICS, load_table, validate_table
 
     if statistic is not None and statistic not in STATISTICS:
         raise UserError(f"statistic must be one of {', '.join(STATISTICS)}, not {statistic!r}")

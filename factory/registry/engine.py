@@ -86,12 +86,10 @@ def engine_precision(target_precision: str, onnx_name: str, trt_version: str | N
 def _build_on_agent(
     target: Target, onnx_path: Path, onnx_name: str, shape: tuple[int, ...]
 ) -> tuple[EngineResult, str]:
-    from profilers.agent_client import AgentClient  # lazy: httpx
-    from profilers.remote import agent_token
+    from profilers.remote import agent_client_for  # lazy: httpx
 
     assert target.agent is not None
-    token = agent_token(target.name, target.agent)
-    with AgentClient(target.agent.url, token) as client:
+    with agent_client_for(target) as client:
         trt_version = client.health().get("tensorrt")
         precision = engine_precision(target.precision, onnx_name, trt_version)
         result = client.build_engine(onnx_path, precision=precision, input_shape=shape)

@@ -155,7 +155,7 @@ class CostModel:
 
 def _load_table(space: SearchSpace, target: Target) -> object:
     """The target's latency table for this space, or an error saying how to get one."""
-    from profilers import lut
+    from factory import lut
 
     try:
         return lut.load_table(space, target)
@@ -170,12 +170,10 @@ def _load_table(space: SearchSpace, target: Target) -> object:
 
 def _check_agent(target: Target) -> None:
     """A remote target must answer before a long search starts."""
-    from profilers.agent_client import AgentClient
-    from profilers.remote import agent_token
+    from profilers.remote import agent_client_for
 
-    assert target.agent is not None
     try:
-        with AgentClient(target.agent.url, agent_token(target.name, target.agent)) as client:
+        with agent_client_for(target) as client:
             client.health()
     except UserError as exc:
         raise UserError(
