@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factory.registry.fetch import (
-    RECIPE_PREFIX,
+from factory.registry.cache import (
     CachedBundle,
     bundle_cache_path,
     entry_of_bundle,
@@ -32,6 +31,7 @@ from targets.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
+RECIPE_PREFIX = "torchvision/"  # `pull torchvision/ARCH` exports a recipe instead
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # of pixels scaled to [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_CHW = (3, 224, 224)

@@ -18,8 +18,9 @@ import onnxruntime as ort
 import pytest
 
 from factory.registry import ChecksumError, Index, pull, push
+from factory.registry.cache import bundle_cache_path, models_dir
 from factory.registry.engine import engine_precision, input_shape_of
-from factory.registry.fetch import bundle_cache_path, copy_bundle, models_dir
+from factory.registry.fetch import copy_bundle
 from factory.registry.index import blob_relpath
 from factory.registry.publish import read_bundle
 from targets.errors import UnknownNameError, UserError
