@@ -83,7 +83,7 @@ class PairedComparison:
 class LatencyProfiler(ABC):
     """Times one model on one target. Public `profile()`; subclasses fill the `_hooks`."""
 
-    runtime: ClassVar[str]
+    runtime: ClassVar[str]  # the registry key, set by `@PROFILERS.decorator(...)`
 
     def profile(
         self,

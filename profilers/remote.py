@@ -23,7 +23,7 @@ class RemoteProfiler:
     """Same `profile()` as a `LatencyProfiler`; the timing loop runs on the agent's device,
     inside its own `LatencyProfiler`, so the invariants stay in one place."""
 
-    runtime: ClassVar[str] = "remote"
+    runtime: ClassVar[str]  # "remote", set by its registration
 
     def profile(
         self,

@@ -160,8 +160,6 @@ class TrtRunner:
 class TrtProfiler(LatencyProfiler):
     """Times an ONNX model (or a prebuilt .engine/.plan) as a TensorRT engine on this GPU."""
 
-    runtime = "tensorrt"
-
     def __init__(
         self, cuda_graph: bool = False, cuda_events: bool = True, workspace_mb: int = 1024
     ) -> None:
