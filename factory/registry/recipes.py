@@ -127,8 +127,10 @@ def export_recipe(
 def _export_into(
     final: Path, recipe: Recipe, pretrained: bool, on_step: Callable[[str], None] | None
 ) -> None:
-    from exporters.bundle import BundleMeta, export_bundle
+    from exporters.bundle import export_bundle
     from exporters.manifest import Architecture, Source
+    from exporters.settings import BundleMeta
+    from factory import __version__
 
     model = build_model(recipe, pretrained)
     meta = BundleMeta(
@@ -142,6 +144,7 @@ def _export_into(
         architecture=Architecture("torchvision", recipe.arch, recipe.arch),
         source=Source(run=None, trained_epochs=None, from_supernet=False),
         summary=_summary(recipe, pretrained),
+        factory_version=__version__,
     )
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = as_if_created(
