@@ -170,10 +170,12 @@ def _load_table(space: SearchSpace, target: Target) -> object:
 
 def _check_agent(target: Target) -> None:
     """A remote target must answer before a long search starts."""
-    from profilers.remote import agent_client_for
+    from profilers.agent_client import AgentClient
+    from profilers.remote import agent_token
 
+    assert target.agent is not None
     try:
-        with agent_client_for(target) as client:
+        with AgentClient(target.agent.url, agent_token(target.name, target.agent)) as client:
             client.health()
     except UserError as exc:
         raise UserError(
