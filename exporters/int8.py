@@ -2,7 +2,8 @@
 
 `quant_pre_process` (shape inference, basic graph optimizations), then `quantize_static` in
 QDQ format with int8 weights, symmetric and per output channel, calibrated on real training
-images (RESEARCH.md §2). Activations are the one choice that depends on the runtime:
+images (docs/references.md, "INT8 quantization"). Activations are the one choice that
+depends on the runtime:
 
 - "int8-symmetric" (zero point 0) is the only Q/DQ TensorRT builds;
 - "uint8" (asymmetric) is ONNX Runtime's fast CPU path: with it ORT fuses every Q/DQ pair

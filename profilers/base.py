@@ -27,7 +27,7 @@ Dim = int | str | None  # a model input dimension: static size, symbolic name or
 @dataclass(frozen=True)
 class ProfileSettings:
     """How long and how to measure. Defaults follow trtexec: warm up by time, then time both
-    a minimum duration and a minimum number of iterations (RESEARCH.md §2)."""
+    a minimum duration and a minimum number of iterations (docs/references.md)."""
 
     warmup_ms: float = 200.0  # warm-up by time
     min_duration_ms: float = 1000.0  # summed timed runs must reach this

@@ -12,6 +12,7 @@ runtime (onnxruntime, tensorrt) is installed.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,3 +224,17 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path: Path) -> None:
         ("torch", False, False),
         ("pkg.up", False, False),
     ]
+
+
+def test_cited_docs_exist() -> None:
+    """Every `docs/<page>.md` a module cites is in the repository (citations resolve)."""
+    cited = {
+        (path, match)
+        for path in MODULES.values()
+        for match in re.findall(r"docs/[A-Za-z0-9_./-]+\.md", path.read_text())
+    }
+    missing = sorted(
+        f"{p.relative_to(ROOT)} cites {m}" for p, m in cited if not (ROOT / m).is_file()
+    )
+    assert not missing, "\n".join(missing)
+    assert not [p for p in MODULES.values() if "RESEARCH.md" in p.read_text()]

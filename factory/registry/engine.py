@@ -1,6 +1,6 @@
 """TensorRT engines for a pulled bundle, always built on the device that will run them.
 
-An engine is tied to its GPU, platform and TensorRT version (RESEARCH.md §2), so a target
+An engine is tied to its GPU, platform and TensorRT version (docs/references.md), so a target
 with an agent gets its engine from that agent (`POST /engine`), and only a target reached
 locally is built on this machine's GPU. TensorRT and the agent client are imported lazily.
 """
