@@ -183,7 +183,8 @@ def load_points(run: Path, baselines: Path) -> list[Point]:
 
 
 def _point(name: str, kind: str, model, info, images) -> Point:
-    from exporters.bundle import ExportSettings, export_fp32
+    from exporters.fp32 import export_fp32
+    from exporters.settings import ExportSettings
     from profilers.flops import count_costs
 
     costs = count_costs(model, (1, *images.shape[1:]))

@@ -63,7 +63,8 @@ def exported(run: Path, name: str) -> tuple[bytes, float, dict]:
     """(ONNX bytes, test accuracy, recipe) of a trained model of the run."""
     import torch
 
-    from exporters.bundle import ExportSettings, export_fp32
+    from exporters.fp32 import export_fp32
+    from exporters.settings import ExportSettings
     from factory.trained import Candidate, open_run, trained_model
 
     opened = open_run(run)

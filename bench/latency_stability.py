@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from machine import describe_machine
 
+from factory.lut.fit import kendall_tau
 from factory.search.costs import CostModel
 from factory.spaces import SPACES, get_space
 from factory.spaces.base import Genotype, SearchSpace
 from profilers.flops import count_costs
-from profilers.lut_fit import kendall_tau
 from targets import get_target
 
 ROOT = Path(__file__).resolve().parents[1]

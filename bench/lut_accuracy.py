@@ -5,7 +5,7 @@ Run: python bench/lut_accuracy.py [--spaces shufflenet mobilenet vgg] [--archs 5
 (--append adds spaces to the saved --raw results, one process per space; --render only
 rewrites the page from them.)
 
-Per space: build a fresh table (in a temp dir; `profilers.lut.build_table`), then time fresh
+Per space: build a fresh table (in a temp dir; `factory.lut.build_table`), then time fresh
 random architectures end to end, independently of the table's code: each one in `--rounds`
 rounds whose order alternates, a fresh session per measurement, 1 intra-op thread (the
 target's). Predictions are compared with that truth for both statistics the table keeps
@@ -33,8 +33,9 @@ import onnxruntime as ort
 import torch
 
 from exporters.onnx_export import export_onnx
+from factory import lut
+from factory.lut import fit as lut_fit
 from factory.spaces import Genotype, SearchSpace, get_space
-from profilers import lut, lut_fit
 from profilers.base import ProfileSettings
 from profilers.device_info import device_info
 from profilers.remote import profiler_for

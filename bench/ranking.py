@@ -113,7 +113,7 @@ def fidelity(a: list[float], b: list[float], top: int = 5) -> dict[str, float]:
     """Kendall tau-b, Spearman rho and top-k overlap of two scorings of the same models."""
     import numpy as np
 
-    from profilers.lut_fit import kendall_tau
+    from factory.lut.fit import kendall_tau
 
     def ranks(x: list[float]) -> np.ndarray:
         order = np.argsort(np.argsort(x, kind="stable"), kind="stable")

@@ -3,8 +3,11 @@ model card and manifest, every figure in it measured on the files themselves.
 
 `export_bundle` takes any `nn.Module` and a `BundleMeta`, so a search run (`factory
 export`) and a registry recipe (e.g. torchvision's mobilenet_v3_small) build bundles the same
-way. The bundle is assembled in a hidden temporary directory next to the destination and
-renamed into place only when complete, so a failure never leaves a partial bundle.
+way. The formats come from the registry (`exporters.registry.FORMATS`): each writes its own
+file, and this module measures the ONNX ones (test accuracy, latency on every target), writes
+the model card and the manifest. The bundle is assembled in a hidden temporary directory next
+to the destination and renamed into place only when complete, so a failure never leaves a
+partial bundle.
 """
 
 from __future__ import annotations
@@ -14,76 +17,30 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
 
 from exporters import manifest as mf
-from exporters.int8 import Int8Settings, onnx_accuracy, quantize_int8
+from exporters.base import Exporter, ExportJob
+from exporters.fp32 import LOGITS, PARITY_BATCHES
+from exporters.images import LabelledImages
+from exporters.int8 import onnx_accuracy
 from exporters.model_card import CardNotes, model_card
-from exporters.onnx_export import OUTPUT_NAME, OnnxParityError, export_onnx
-from factory.data import Split
-from profilers.base import ProfileSettings
+from exporters.registry import CARD_KIND, exporters_for, parse_formats
+from exporters.settings import BundleMeta, ExportSettings
 from profilers.measurement import Measurement
 from targets.atomic import as_if_created, fsync_dir
 from targets.errors import UserError
 from targets.target import Target
 
-FORMATS = ("onnx", "onnx-int8", "tensorrt")
-ARTIFACTS = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx", "tensorrt": "model.engine"}
-KINDS = {"model.onnx": "onnx", "model.int8.onnx": "onnx-int8", "model.engine": "engine"}
 CARD = "README.md"
-PARITY_BATCHES = (1, 2, 7)  # dynamic batch: 1, an even and an odd size
-LOGITS = "logits"
 PIXEL_SCALE = 1 / 255
-
-
-@dataclass(frozen=True)
-class BundleMeta:
-    """What the weights alone do not say: names, data, preprocessing, provenance."""
-
-    name: str  # bundle directory name: [a-z0-9][a-z0-9._-]{0,63}
-    version: str
-    input_shape: tuple[int, int, int]  # (C, H, W); the batch is dynamic
-    class_names: tuple[str, ...]
-    mean: tuple[float, ...]  # per channel, of pixels scaled to [0, 1]
-    std: tuple[float, ...]
-    dataset: str
-    architecture: mf.Architecture
-    source: mf.Source
-    summary: str = ""  # the model card's first sentence; a default is written when empty
-
-    def __post_init__(self) -> None:
-        mf.check_name(self.name)
-        mf.check_name(self.version, "version")
-        c = self.input_shape[0]
-        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
-            raise UserError(f"input shape must be (C, H, W), got {self.input_shape}")
-        if len(self.mean) != c or len(self.std) != c or min(self.std) <= 0:
-            raise UserError(f"need one mean and one positive std per input channel ({c})")
-        if len(self.class_names) < 2:
-            raise UserError("a classifier bundle needs at least two class names")
-
-
-@dataclass(frozen=True)
-class ExportSettings:
-    """How to export and measure; the CLI resolves these once."""
-
-    opset: int = 17
-    int8: Int8Settings = field(default_factory=Int8Settings)
-    test_images: int | None = None  # None: the whole test split
-    eval_batch: int = 256
-    parity_atol: float = 1e-4  # max |onnxruntime - torch| on the logits
-    profile: ProfileSettings = field(default_factory=ProfileSettings)
-    latency_batch: int = 1
-    workspace_mb: int = 1024  # TensorRT builder workspace
-    force: bool = False  # replace an existing bundle
 
 
 @dataclass(frozen=True)
@@ -97,41 +54,12 @@ class Bundle:
     seconds: float
 
 
-@dataclass
-class _Job:
-    """One export's inputs (checked) and what its steps accumulate."""
-
-    model: nn.Module
-    meta: BundleMeta
-    formats: tuple[str, ...]
-    targets: Sequence[Target]
-    engine_target: Target | None
-    calib: Split | None
-    test: Split | None
-    settings: ExportSettings
-    step: Callable[[str], None]
-    artifacts: dict[str, bytes] = field(default_factory=dict)  # file name -> contents
-    metrics: dict[str, mf.ArtifactMetrics] = field(default_factory=dict)
-    latency: list[mf.LatencyEntry] = field(default_factory=list)
-    parity: float = 0.0
-    calib_images: int | None = None
-    trt_version: str | None = None
-    engine_device: str | None = None
-
-
-def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
-    """'onnx,onnx-int8' -> ('onnx', 'onnx-int8'); model.onnx is always part of a bundle."""
-    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text)]
-    unknown = [n for n in names if n and n not in FORMATS]
-    if unknown:
-        raise UserError(f"unknown export format {unknown[0]!r}; valid: {', '.join(FORMATS)}")
-    return tuple(f for f in FORMATS if f == "onnx" or f in names)
-
-
 def count_steps(formats: Sequence[str], targets: Sequence[Target], has_test: bool) -> int:
-    """How many times `export_bundle` calls `on_step`, for a progress bar."""
-    onnx_files = 1 + ("onnx-int8" in formats)
-    return onnx_files + ("tensorrt" in formats) + onnx_files * (has_test + len(targets)) + 1
+    """How many times `export_bundle` calls `on_step`, for a progress bar: one per format, one
+    per ONNX file and measurement (test accuracy, latency on each target), one to finish."""
+    chosen = exporters_for(parse_formats(formats))
+    onnx_files = sum(e.onnx for e in chosen)
+    return len(chosen) + onnx_files * (has_test + len(targets)) + 1
 
 
 def export_bundle(
@@ -140,8 +68,8 @@ def export_bundle(
     out_dir: Path,
     formats: Sequence[str] = ("onnx", "onnx-int8"),
     targets: Sequence[Target] = (),
-    calib: Split | None = None,
-    test: Split | None = None,
+    calib: LabelledImages | None = None,
+    test: LabelledImages | None = None,
     settings: ExportSettings | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> Bundle:
@@ -152,20 +80,19 @@ def export_bundle(
     settings = settings or ExportSettings()
     formats = parse_formats(formats)
     final = check_destination(out_dir, meta.name, settings.force)
-    engine_target = check_request(formats, targets)
-    if "onnx-int8" in formats and calib is None:
-        raise UserError("INT8 export needs calibration images (a training split)")
+    check_request(formats, targets)
+    chosen = [cls() for cls in exporters_for(formats)]
+    for exporter in chosen:
+        exporter.check_inputs(calib)
     test = _limited(test, settings.test_images)
-    if any(t.runtime == "tensorrt" for t in targets):  # the only Q/DQ TensorRT builds
-        settings = replace(settings, int8=replace(settings.int8, activations="int8-symmetric"))
     step = on_step or (lambda _: None)
-    job = _Job(model, meta, formats, targets, engine_target, calib, test, settings, step)
+    job = ExportJob(model, meta, formats, targets, calib, test, settings, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = as_if_created(Path(tempfile.mkdtemp(prefix=f".{meta.name}.partial-", dir=final.parent)))
     was_training = model.training
     try:
         model.eval()
-        _build(job, tmp)
+        _build(job, chosen, tmp)
         manifest = _finish(job, tmp)
         _publish(tmp, final, settings.force)
     except BaseException:
@@ -180,76 +107,24 @@ def export_bundle(
 # ---- the steps ------------------------------------------------------------------------------
 
 
-def _build(job: _Job, tmp: Path) -> None:
-    job.step("ONNX export, slim, parity")
-    images = _parity_images(job.meta, job.test)
-    fp32, job.parity = export_fp32(job.model, job.meta.input_shape, job.settings, images)
-    job.artifacts[ARTIFACTS["onnx"]] = fp32
-    if "onnx-int8" in job.formats and job.calib is not None:
-        job.step("INT8 calibration")
-        int8, job.calib_images = quantize_int8(fp32, job.calib, job.settings.int8)
-        job.artifacts[ARTIFACTS["onnx-int8"]] = int8
-    onnx_files = list(job.artifacts.items())
-    if job.engine_target is not None:
-        job.step(f"TensorRT engine for {job.engine_target.name}")
-        job.artifacts[ARTIFACTS["tensorrt"]] = _engine(job, job.engine_target)
-    for name, data in job.artifacts.items():
-        (tmp / name).write_bytes(data)
-    for name, data in onnx_files if job.test is not None else ():
+def _build(job: ExportJob, chosen: list[Exporter], tmp: Path) -> None:
+    """Every format's file, then the test accuracy and latency of each ONNX file."""
+    for exporter in chosen:
+        exporter.export(job, tmp)
+    measured = [e for e in chosen if e.onnx]
+    for exporter in measured if job.test is not None else ():
+        name = exporter.file_name
         job.step(f"test accuracy of {name}")
-        acc = onnx_accuracy(data, job.test, job.settings.eval_batch)
+        acc = onnx_accuracy(job.outputs[exporter.name], job.test, job.settings.eval_batch)
         job.metrics[name] = mf.ArtifactMetrics(acc.accuracy, acc.images)
     for target in job.targets:
-        for name, data in onnx_files:
+        for exporter in measured:
+            name = exporter.file_name
             job.step(f"latency of {name} on {target.name}")
-            chw = job.meta.input_shape
-            job.latency.append(measure_latency(data, name, target, chw, job.settings))
+            timed_on = exporter.timing_target(target)
+            data, chw = job.outputs[exporter.name], job.meta.input_shape
+            job.latency.append(measure_latency(data, name, timed_on, chw, job.settings))
     job.step("MACs, model card, manifest")
-
-
-def export_fp32(
-    model: nn.Module, chw: tuple[int, int, int], settings: ExportSettings, images: np.ndarray
-) -> tuple[bytes, float]:
-    """model.onnx: pinned opset, dynamic batch, output named 'logits', slimmed with onnxslim,
-    then checked against torch at batch 1, 2 and 7; returns it and the worst difference."""
-    import onnxslim
-
-    exported = export_onnx(
-        model, (1, *chw), opset=settings.opset, dynamic_batch=True, check_parity=False
-    )
-    proto = onnx.load_model_from_string(exported.data)
-    _rename_tensor(proto, OUTPUT_NAME, LOGITS)
-    try:
-        slim = onnxslim.slim(proto)
-    except Exception as exc:  # onnxslim raises what its passes raise
-        raise UserError(f"onnxslim failed on the exported model: {exc}") from exc
-    opsets = [o.version for o in slim.opset_import if o.domain in ("", "ai.onnx")]
-    batch = slim.graph.input[0].type.tensor_type.shape.dim[0]
-    if opsets != [settings.opset] or not batch.dim_param:
-        raise UserError(f"onnxslim changed the opset ({opsets}) or fixed the batch dimension")
-    data = slim.SerializeToString()
-    return data, check_parity(model, data, images, settings.parity_atol)
-
-
-def check_parity(model: nn.Module, data: bytes, images: np.ndarray, atol: float) -> float:
-    """Worst |onnxruntime - torch| over the first 1, 2 and 7 images; beyond `atol` it raises."""
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    param = next(model.parameters(), None)
-    worst = 0.0
-    for batch in PARITY_BATCHES:
-        x = images[:batch]
-        with torch.no_grad():
-            ref = model(torch.from_numpy(x).to(param.device if param is not None else "cpu"))
-        got, expected = session.run(None, {name: x})[0], ref.detach().cpu().numpy()
-        if got.shape != expected.shape:
-            raise OnnxParityError(f"ONNX output {got.shape} != torch {expected.shape}")
-        worst = max(worst, float(np.max(np.abs(got - expected))))
-        if worst > atol:
-            raise OnnxParityError(
-                f"model.onnx differs from torch by {worst:.3g} at batch {batch} (limit {atol:g})"
-            )
-    return worst
 
 
 def measure_latency(
@@ -258,8 +133,6 @@ def measure_latency(
     """One artifact timed on one target (locally or through its agent) at the latency batch."""
     from profilers.remote import profiler_for
 
-    if artifact == ARTIFACTS["onnx-int8"] and target.runtime == "tensorrt":
-        target = replace(target, precision="int8")  # a Q/DQ model builds as int8
     shape = (settings.latency_batch, *chw)
     return latency_entry(
         profiler_for(target).profile(data, target, shape, settings.profile), artifact, target
@@ -287,26 +160,7 @@ def latency_entry(m: Measurement, artifact: str, target: Target) -> mf.LatencyEn
     )
 
 
-def _engine(job: _Job, target: Target) -> bytes:
-    """Built where it will run: on the target's agent, or here for a local GPU target."""
-    source = job.artifacts[ARTIFACTS["onnx-int8" if target.precision == "int8" else "onnx"]]
-    shape = (job.settings.latency_batch, *job.meta.input_shape)
-    workspace_mb = job.settings.workspace_mb
-    if target.agent is not None:
-        from profilers.agent_client import AgentClient
-        from profilers.remote import agent_token
-
-        with AgentClient(target.agent.url, agent_token(target.name, target.agent)) as client:
-            result = client.build_engine(source, target.precision, shape, workspace_mb)
-    else:
-        from exporters.trt_engine import build_engine
-
-        result = build_engine(source, target.precision, workspace_mb, input_shape=shape)
-    job.trt_version, job.engine_device = result.trt_version, result.device_name
-    return result.engine_bytes
-
-
-def _finish(job: _Job, tmp: Path) -> mf.Manifest:
+def _finish(job: ExportJob, tmp: Path) -> mf.Manifest:
     """MACs and params, the model card, then manifest.json (last), checked like a download."""
     from profilers.flops import count_costs
 
@@ -321,19 +175,18 @@ def _finish(job: _Job, tmp: Path) -> mf.Manifest:
                 parity_batches=PARITY_BATCHES,
                 opset=job.settings.opset,
                 calib_images=job.calib_images,
-                int8_activations=job.settings.int8.activations,
+                int8_activations=job.int8_activations or job.settings.int8.activations,
                 engine_device=job.engine_device,
                 trt_version=job.trt_version,
             ),
         )
     )
-    names = [*job.artifacts, CARD]
-    files = tuple(mf.file_entry(tmp, n, KINDS.get(n, "card")) for n in names)
+    files = (*job.files, mf.file_entry(tmp, CARD, CARD_KIND))
     mf.write_manifest(tmp, replace(draft, files=files))
     return mf.validate_manifest(tmp)
 
 
-def _manifest(job: _Job, macs: int, params: int) -> mf.Manifest:
+def _manifest(job: ExportJob, macs: int, params: int) -> mf.Manifest:
     meta = job.meta
     c, h, w = meta.input_shape
     return mf.Manifest(
@@ -354,19 +207,17 @@ def _manifest(job: _Job, macs: int, params: int) -> mf.Manifest:
         metrics=dict(job.metrics),
         latency=tuple(job.latency),
         source=meta.source,
-        tools=_tools(job.trt_version),
+        tools=_tools(job.meta.factory_version, job.trt_version),
     )
 
 
-def _tools(trt_version: str | None) -> mf.Tools:
-    from factory import __version__
-
+def _tools(factory_version: str, trt_version: str | None) -> mf.Tools:
     try:
         slim = metadata.version("onnxslim")
     except metadata.PackageNotFoundError:
         slim = None
     return mf.Tools(
-        __version__, torch.__version__, onnx.__version__, ort.__version__, slim, trt_version
+        factory_version, torch.__version__, onnx.__version__, ort.__version__, slim, trt_version
     )
 
 
@@ -380,12 +231,13 @@ def check_destination(out_dir: Path, name: str, force: bool) -> Path:
     return final
 
 
-def check_request(formats: Sequence[str], targets: Sequence[Target]) -> Target | None:
-    """The target an engine will be built for (None: no engine), or a UserError saying why
-    the formats and targets cannot be exported from here; cheap, so callers check first."""
-    engine_target = _engine_target(parse_formats(formats), targets)
+def check_request(formats: Sequence[str], targets: Sequence[Target]) -> None:
+    """A UserError saying why the formats and targets cannot be exported from here, if they
+    cannot; cheap, so callers check first."""
+    chosen = parse_formats(formats)
+    for exporter in exporters_for(chosen):
+        exporter.check(chosen, targets)
     _check_local_targets(targets)
-    return engine_target
 
 
 def _refuse_existing(final: Path, force: bool) -> None:
@@ -397,24 +249,9 @@ def _refuse_existing(final: Path, force: bool) -> None:
         raise UserError(f"{final} exists and is not a model bundle; refusing to replace it")
 
 
-def _engine_target(formats: tuple[str, ...], targets: Sequence[Target]) -> Target | None:
-    """The target the engine is built for, checked before any work is done."""
-    if "tensorrt" not in formats:
-        return None
-    chosen = next((t for t in targets if t.runtime == "tensorrt"), None)
-    if chosen is None:
-        raise UserError(
-            "--format tensorrt needs a TensorRT target (e.g. --target cuda-gpu, or a Jetson "
-            "with an agent): an engine only runs on the GPU it was built for"
-        )
-    if chosen.precision == "int8" and "onnx-int8" not in formats:
-        raise UserError(f"{chosen.name} runs int8: add onnx-int8 to --format for its engine")
-    return chosen
-
-
 def _check_local_targets(targets: Sequence[Target]) -> None:
     """A local TensorRT target needs TensorRT and a GPU here; say so before exporting."""
-    from exporters.trt_engine import trt_available
+    from profilers.trt_engine import trt_available
 
     for target in targets:
         if target.runtime == "tensorrt" and target.agent is None:
@@ -427,29 +264,12 @@ def _check_local_targets(targets: Sequence[Target]) -> None:
                 )
 
 
-def _limited(test: Split | None, images: int | None) -> Split | None:
+def _limited(test: LabelledImages | None, images: int | None) -> LabelledImages | None:
     if images is not None and images < 1:
         raise UserError(f"test images must be at least 1, got {images}")
     if test is None or images is None or images >= len(test):
         return test
     return test.subset(torch.arange(images))
-
-
-def _parity_images(meta: BundleMeta, test: Split | None) -> np.ndarray:
-    """Real test images when there are enough, else a fixed normal draw (N, C, H, W)."""
-    n = max(PARITY_BATCHES)
-    if test is not None and len(test) >= n:
-        return test.take(torch.arange(n))[0].numpy().astype(np.float32)
-    return np.random.default_rng(0).standard_normal((n, *meta.input_shape)).astype(np.float32)
-
-
-def _rename_tensor(proto: onnx.ModelProto, old: str, new: str) -> None:
-    for node in proto.graph.node:
-        node.input[:] = [new if n == old else n for n in node.input]
-        node.output[:] = [new if n == old else n for n in node.output]
-    for info in [*proto.graph.output, *proto.graph.value_info]:
-        if info.name == old:
-            info.name = new
 
 
 def _publish(tmp: Path, final: Path, force: bool) -> None:

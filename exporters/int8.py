@@ -2,7 +2,8 @@
 
 `quant_pre_process` (shape inference, basic graph optimizations), then `quantize_static` in
 QDQ format with int8 weights, symmetric and per output channel, calibrated on real training
-images (RESEARCH.md §2). Activations are the one choice that depends on the runtime:
+images (docs/references.md, "INT8 quantization"). Activations are the one choice that
+depends on the runtime:
 
 - "int8-symmetric" (zero point 0) is the only Q/DQ TensorRT builds;
 - "uint8" (asymmetric) is ONNX Runtime's fast CPU path: with it ORT fuses every Q/DQ pair
@@ -33,34 +34,15 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from factory.data import Split, iterate_batches
+from exporters.images import LabelledImages, in_order
+from exporters.settings import Int8Settings
 from targets.errors import UserError
 
-DEFAULT_CALIB_IMAGES = 500
-ACTIVATIONS = ("uint8", "int8-symmetric")
-_METHODS = {
+_METHODS = {  # the keys are settings.CALIBRATION_METHODS
     "minmax": CalibrationMethod.MinMax,
     "percentile": CalibrationMethod.Percentile,
     "entropy": CalibrationMethod.Entropy,
 }
-
-
-@dataclass(frozen=True)
-class Int8Settings:
-    """How to calibrate; the defaults are the documented recipe."""
-
-    calib_images: int = DEFAULT_CALIB_IMAGES  # real training images, spread over the split
-    calib_batch: int = 50
-    method: str = "minmax"  # one of _METHODS
-    activations: str = "uint8"  # one of ACTIVATIONS; int8-symmetric for TensorRT
-
-    def __post_init__(self) -> None:
-        if self.calib_images < 1 or self.calib_batch < 1:
-            raise UserError("calibration needs at least 1 image and a batch of at least 1")
-        if self.method not in _METHODS:
-            raise UserError(
-                f"unknown calibration method {self.method!r}; valid: {', '.join(_METHODS)}"
-            )
 
 
 @dataclass(frozen=True)
@@ -75,7 +57,7 @@ class AccuracyResult:
 class SplitCalibrationReader(CalibrationDataReader):
     """Feeds `images` evenly spaced images of a split, in batches, to the calibrator."""
 
-    def __init__(self, split: Split, images: int, batch: int, input_name: str) -> None:
+    def __init__(self, split: LabelledImages, images: int, batch: int, input_name: str) -> None:
         self.idx = calibration_indices(len(split), images)
         self.split, self.batch, self.input_name = split, batch, input_name
         self.pos = 0
@@ -101,7 +83,7 @@ def calibration_indices(total: int, images: int) -> torch.Tensor:
 
 
 def quantize_int8(
-    fp32_onnx: bytes, calib: Split, settings: Int8Settings | None = None
+    fp32_onnx: bytes, calib: LabelledImages, settings: Int8Settings | None = None
 ) -> tuple[bytes, int]:
     """The Q/DQ INT8 model of `fp32_onnx` and the number of calibration images used."""
     settings = settings or Int8Settings()
@@ -137,7 +119,7 @@ def quantize_int8(
 
 
 def onnx_accuracy(
-    model: bytes | Path, split: Split, batch: int = 256, threads: int | None = None
+    model: bytes | Path, split: LabelledImages, batch: int = 256, threads: int | None = None
 ) -> AccuracyResult:
     """Top-1 accuracy of an ONNX model (bytes or path) over every image of `split`."""
     options = ort.SessionOptions()
@@ -150,7 +132,7 @@ def onnx_accuracy(
         raise UserError(f"onnxruntime cannot load the model: {_one_line(exc)}") from exc
     name = session.get_inputs()[0].name
     correct = 0
-    for x, y in iterate_batches(split, batch):
+    for x, y in in_order(split, batch):
         logits = session.run(None, {name: x.numpy().astype(np.float32, copy=False)})[0]
         correct += int((np.asarray(logits).argmax(1) == y.numpy()).sum())
     images = len(split)

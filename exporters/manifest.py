@@ -20,12 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Union
 
+from exporters.registry import file_kinds
 from targets.errors import UserError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 TASK = "image-classification"
-FILE_KINDS = ("onnx", "onnx-int8", "engine", "card")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # bundle names and versions
 FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # plain file names, no '/'
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -66,7 +66,7 @@ class Preprocessing:
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # a plain file name inside the bundle
-    kind: str  # one of FILE_KINDS
+    kind: str  # one of `registry.file_kinds()`: a format's kind, or "card"
     sha256: str
     bytes: int
 
@@ -200,11 +200,12 @@ def check_manifest_fields(m: Manifest, where: str = MANIFEST) -> None:
     paths = [f.path for f in m.files]
     if len(set(paths)) != len(paths):
         raise bad("a file is listed twice")
+    kinds = file_kinds()
     for f in m.files:
         if not FILE_RE.fullmatch(f.path) or ".." in f.path or f.path == MANIFEST:
             raise bad(f"file path {f.path!r} is not a plain file name of the bundle")
-        if f.kind not in FILE_KINDS:
-            raise bad(f"file {f.path}: kind {f.kind!r} is not one of {', '.join(FILE_KINDS)}")
+        if f.kind not in kinds:
+            raise bad(f"file {f.path}: kind {f.kind!r} is not one of {', '.join(kinds)}")
         if not _HASH_RE.fullmatch(f.sha256) or f.bytes < 0:
             raise bad(f"file {f.path}: sha256 must be 64 lowercase hex digits, bytes >= 0")
     if m.file("onnx") is None:

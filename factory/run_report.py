@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from exporters.registry import kind_labels
 from targets.atomic import write_atomic
 from targets.errors import UserError
 
@@ -26,7 +27,7 @@ FORMATS: dict[str, Callable[[float], str]] = {
     "macs": lambda v: f"{v / 1e6:.2f} M",
     "params": lambda v: f"{v / 1e6:.3f} M",
 }
-_KINDS = {"onnx": ("fp32", "o"), "onnx-int8": ("int8", "s"), "tensorrt": ("TensorRT", "^")}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # one per export format, in build order
 
 
 def load_pareto(run_dir: Path) -> dict[str, Any]:
@@ -182,7 +183,7 @@ class _Artifact(NamedTuple):
     """One artifact of a bundle on one latency target (None: not measured / not scored)."""
 
     bundle: str
-    kind: str  # a key of _KINDS
+    kind: str  # the manifest kind of an export format
     path: str
     kib: float
     accuracy: float | None
@@ -193,7 +194,7 @@ class _Artifact(NamedTuple):
 
 def _artifacts(bundle: dict[str, Any]) -> list[_Artifact]:
     rows = []
-    for f in (f for f in bundle.get("files", []) if f.get("kind") in _KINDS):
+    for f in (f for f in bundle.get("files", []) if f.get("kind") in kind_labels()):
         metric = bundle.get("metrics", {}).get(f["path"], {})
         lat = [e for e in bundle.get("latency", []) if e.get("artifact") == f["path"]]
         for e in lat or [{}]:
@@ -310,6 +311,8 @@ def _plot_export(out: Path, rows: list[_Artifact]) -> Path | None:
     if not points:
         return None
     plt, fig, ax = _figure()
+    labels = kind_labels()
+    markers = {k: _MARKERS[i % len(_MARKERS)] for i, k in enumerate(labels)}
     bundles = list(dict.fromkeys(r.bundle for r in points))
     colours = {b: f"C{i % 10}" for i, b in enumerate(bundles)}
     for b, target in dict.fromkeys((r.bundle, r.target) for r in points):
@@ -317,10 +320,10 @@ def _plot_export(out: Path, rows: list[_Artifact]) -> Path | None:
         xs, ys = [r.median_ms for r in mine], [100 * r.accuracy for r in mine]
         ax.plot(xs, ys, c=colours[b], lw=0.8, alpha=0.5)
         for r, x, y in zip(mine, xs, ys, strict=True):
-            ax.scatter(x, y, c=colours[b], marker=_KINDS[r.kind][1], s=50, zorder=3)
+            ax.scatter(x, y, c=colours[b], marker=markers[r.kind], s=50, zorder=3)
     handles = [plt.Line2D([], [], ls="", marker="o", c=colours[b], label=b) for b in bundles]
     handles += [
-        plt.Line2D([], [], ls="", marker=_KINDS[k][1], c="0.4", label=_KINDS[k][0])
+        plt.Line2D([], [], ls="", marker=markers[k], c="0.4", label=labels[k])
         for k in dict.fromkeys(r.kind for r in points)
     ]
     targets = ", ".join(dict.fromkeys(str(r.target) for r in points))

@@ -3,8 +3,8 @@
 The recipe is the usual one for small CNNs: SGD with Nesterov momentum, weight decay on
 weights only (decaying BatchNorm scales and biases only hurts), a per-step cosine schedule
 after a short linear warm-up, label smoothing 0.1, and the standard flip + padded random
-crop. Augmentation runs as batched tensor ops on the normalised tensors, so it costs a few
-milliseconds per batch and needs no PIL. Nothing is written here: the caller saves the
+crop (`factory.augment`: batched tensor ops on the normalised tensors, a few milliseconds
+per batch, no PIL). Nothing is written here: the caller saves the
 result atomically, so an interrupted run leaves no half-written file.
 """
 
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from rich.progress import Progress, TaskID
 from torch import nn
 
-from factory.data import DatasetInfo, DataSplits, Split, iterate_batches
+from factory.augment import augment_batch, augment_for
+from factory.data import DataSplits, Split, iterate_batches
 from targets.errors import UserError
 
 
@@ -62,16 +63,6 @@ class TrainRecipe:
 
 
 @dataclass(frozen=True)
-class Augment:
-    """The augmentation resolved for one dataset."""
-
-    padding: int  # px of padding before the random crop back to (H, W); 0: no crop
-    hflip: bool
-    erase_p: float
-    fill: tuple[float, ...]  # per channel: a black pixel after normalisation
-
-
-@dataclass(frozen=True)
 class EvalResult:
     accuracy: float  # fraction correct, in [0, 1]
     loss: float  # mean cross-entropy without label smoothing
@@ -101,66 +92,6 @@ class TrainResult:
 
     def history_dicts(self) -> list[dict[str, float]]:
         return [asdict(r) for r in self.history]
-
-
-def augment_for(recipe: TrainRecipe, info: DatasetInfo) -> Augment:
-    """Fashion-MNIST items fill a centred 28x28 frame, so a 2-px shift is enough; colour
-    photos (CIFAR) take the customary 4 px at 32x32."""
-    channels, height, width = info.input_shape
-    padding = recipe.crop_padding
-    if padding is None:
-        padding = 2 if channels == 1 else max(1, min(height, width) // 8)
-    fill = tuple(-m / s for m, s in zip(info.mean, info.std, strict=True))
-    return Augment(padding, recipe.hflip, recipe.erase_p, fill)
-
-
-def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """A randomly cropped, flipped and erased copy of x (B, C, H, W): same shape and dtype.
-    The random draws come from the CPU `generator` wherever x lives, so a GPU run sees the
-    same augmentation as a CPU run with the same seed."""
-    if aug.padding > 0:
-        x = _random_crop(x, aug.padding, aug.fill, generator)
-    if aug.hflip:
-        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-    if aug.erase_p > 0:
-        x = _random_erase(x, aug.erase_p, generator)
-    return x
-
-
-def _random_crop(
-    x: torch.Tensor, pad: int, fill: tuple[float, ...], generator: torch.Generator
-) -> torch.Tensor:
-    """Pad by `pad` px of `fill`, then cut a random (H, W) window per image. Two gathers
-    (rows, then columns) are ~20x faster than one 4-D fancy index or a loop of slices."""
-    b, c, h, w = x.shape
-    fill_t = torch.tensor(fill, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
-    padded = F.pad(x - fill_t, (pad, pad, pad, pad)) + fill_t  # (B, C, H+2p, W+2p)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)).view(b, 1, h, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device)).view(b, 1, 1, w)
-    rows, cols = rows.expand(b, c, h, w + 2 * pad), cols.expand(b, c, h, w)
-    return padded.gather(2, rows).gather(3, cols)
-
-
-def _random_erase(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Zhong et al.'s random erasing: a box of 2-33 % of the image, aspect 0.3-3.3, set to
-    0 (the dataset mean after normalisation) in a share p of the images."""
-    b, _, h, w = x.shape
-    area = torch.empty(b).uniform_(0.02, 0.33, generator=generator) * h * w
-    log_ratio = torch.empty(b).uniform_(math.log(0.3), math.log(3.3), generator=generator)
-    eh = (area * log_ratio.exp()).sqrt().round().clamp(1, h).long()
-    ew = (area / log_ratio.exp()).sqrt().round().clamp(1, w).long()
-    y0 = (torch.rand(b, generator=generator) * (h - eh + 1)).long()
-    x0 = (torch.rand(b, generator=generator) * (w - ew + 1)).long()
-    on = torch.rand(b, generator=generator) < p
-    eh, ew, y0, x0, on = (t.to(x.device) for t in (eh, ew, y0, x0, on))
-    ys, xs = torch.arange(h, device=x.device)[None, :], torch.arange(w, device=x.device)[None, :]
-    in_rows = (ys >= y0[:, None]) & (ys < (y0 + eh)[:, None])  # (B, H)
-    in_cols = (xs >= x0[:, None]) & (xs < (x0 + ew)[:, None])  # (B, W)
-    box = in_rows[:, :, None] & in_cols[:, None, :] & on[:, None, None]  # (B, H, W)
-    return x.masked_fill(box[:, None], 0.0)
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -345,7 +276,6 @@ class _Loop:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.step = 0
-        self._steps = (sched.total_steps, sched.warmup_steps)
 
     def epoch(self, index: int) -> EpochRecord:
         """Up to one pass over the training split (it stops at the last scheduled step),

@@ -13,7 +13,7 @@ header on every response):
   The body is the raw ONNX bytes (`Content-Type: application/octet-stream`); the settings
   are query parameters (see `ProfileQuery`), e.g. `?input_shape=1x3x224x224&threads=1`.
 - `POST /engine` -> the serialized TensorRT engine built on this device from the raw ONNX
-  body by `exporters.trt_engine.build_engine` (query: precision, input_shape, workspace_mb;
+  body by `profilers.trt_engine.build_engine` (query: precision, input_shape, workspace_mb;
   what was built in `ENGINE_HEADERS`); 501 where TensorRT or a GPU is missing.
 
 Security: with a token configured, every endpoint needs `Authorization: Bearer <token>`
@@ -229,7 +229,7 @@ def _version(dist: str) -> str | None:
 
 
 def _trt_available() -> tuple[bool, str]:
-    from exporters.trt_engine import trt_available  # lazy: see _engine_job
+    from profilers.trt_engine import trt_available  # lazy: see _engine_job
 
     return trt_available()
 
@@ -360,11 +360,9 @@ def _profile_job(
 
 
 def _engine_job(data: bytes, query: EngineQuery, shape: tuple[int, ...] | None) -> Response:
-    """Runs on the worker thread holding the device: build with the exporter's builder.
-
-    A lazy import of `exporters` from `profilers`: the engine is an exporter's artifact, and
-    one builder (TensorRT 10 and 11, timing cache) is better than two."""
-    from exporters.trt_engine import build_engine
+    """Runs on the worker thread holding the device: build with the one engine builder
+    (TensorRT 10 and 11, timing cache) that the profiler and the exporters use too."""
+    from profilers.trt_engine import build_engine
 
     try:
         built = build_engine(data, query.precision, query.workspace_mb, input_shape=shape)

@@ -12,16 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from profilers.base import ProfileSettings
 from profilers.measurement import Measurement
+from profilers.trt_engine import EngineResult
 from targets.errors import UserError
-
-if TYPE_CHECKING:
-    from exporters.trt_engine import EngineResult
 
 PROTOCOL = 1  # bump on any incompatible change to the agent's endpoints
 PROTOCOL_HEADER = "X-EMF-Agent-Protocol"
@@ -132,8 +130,6 @@ class AgentClient:
         workspace_mb: int = 1024,
     ) -> EngineResult:
         """A TensorRT engine built on the agent's device (it only runs on that GPU)."""
-        from exporters.trt_engine import EngineResult  # lazy: the exporters' own result type
-
         params: dict[str, Any] = {"precision": precision, "workspace_mb": workspace_mb}
         if input_shape is not None:
             params["input_shape"] = _shape_text(input_shape)

@@ -27,7 +27,7 @@ Dim = int | str | None  # a model input dimension: static size, symbolic name or
 @dataclass(frozen=True)
 class ProfileSettings:
     """How long and how to measure. Defaults follow trtexec: warm up by time, then time both
-    a minimum duration and a minimum number of iterations (RESEARCH.md §2)."""
+    a minimum duration and a minimum number of iterations (docs/references.md)."""
 
     warmup_ms: float = 200.0  # warm-up by time
     min_duration_ms: float = 1000.0  # summed timed runs must reach this
@@ -83,7 +83,7 @@ class PairedComparison:
 class LatencyProfiler(ABC):
     """Times one model on one target. Public `profile()`; subclasses fill the `_hooks`."""
 
-    runtime: ClassVar[str]
+    runtime: ClassVar[str]  # the registry key, set by `@PROFILERS.decorator(...)`
 
     def profile(
         self,
@@ -291,3 +291,16 @@ def resolve_input_shape(
 
 def _fmt(dims: Sequence[int | None]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def parse_input_shape(text: str, batch: bool = False) -> tuple[int, ...]:
+    """'1x28x28' -> (1, 28, 28). With `batch`, 'CxHxW' or 'NxCxHxW' -> (N, C, H, W), N = 1
+    when only C×H×W is given. Anything else is a user error naming the expected form."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    ranks, form = ((3, 4), "CxHxW or NxCxHxW") if batch else ((3,), "CxHxW")
+    if len(dims) not in ranks or min(dims) < 1:
+        raise UserError(f"input shape must look like {form}, e.g. 1x28x28, not {text!r}")
+    return (1, *dims) if batch and len(dims) == 3 else dims

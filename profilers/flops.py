@@ -1,6 +1,6 @@
 """MACs and parameter counts of a model: fvcore's tracer with our own counting rules.
 
-Rules (RESEARCH.md §2 "MACs"):
+Rules (docs/references.md, "Counting MACs"):
 - one multiply-add = 1 MAC; bias additions are not counted (as in fvcore and the papers);
 - BatchNorm is excluded: it folds into the preceding conv at deployment, and counting it
   (fvcore's default) inflates MobileNetV2 from the published 300 M to 314 M. The ops are

@@ -52,8 +52,6 @@ class OrtRunner:
 class OrtProfiler(LatencyProfiler):
     """Times an ONNX model with ONNX Runtime on this machine."""
 
-    runtime = "onnxruntime"
-
     def _prepare(
         self,
         model: ModelInput,

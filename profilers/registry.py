@@ -13,7 +13,7 @@ from targets.errors import UserError
 from targets.registry import Registry
 from targets.target import Target
 
-PROFILERS: Registry[type[LatencyProfiler]] = Registry("profiler")
+PROFILERS: Registry[type[LatencyProfiler]] = Registry("profiler", key_attr="runtime")
 
 # runtime name -> (module that registers it, pip package that provides the runtime)
 _BUILTINS: dict[str, tuple[str, str]] = {

@@ -23,7 +23,7 @@ class RemoteProfiler:
     """Same `profile()` as a `LatencyProfiler`; the timing loop runs on the agent's device,
     inside its own `LatencyProfiler`, so the invariants stay in one place."""
 
-    runtime: ClassVar[str] = "remote"
+    runtime: ClassVar[str]  # "remote", set by its registration
 
     def profile(
         self,
@@ -54,10 +54,7 @@ def profile_via_agent(
     **client_options: Any,
 ) -> Measurement:
     """Time `model_bytes` (ONNX) on the target's device; `client_options` go to AgentClient."""
-    if target.agent is None:
-        raise UserError(f"target {target.name!r} has no agent (add `agent: {{url: ...}}`)")
-    token = agent_token(target.name, target.agent)
-    with AgentClient(target.agent.url, token, **client_options) as client:
+    with agent_client_for(target, **client_options) as client:
         result = client.profile(
             model_bytes,
             target_name=target.name,
@@ -70,6 +67,14 @@ def profile_via_agent(
             settings=settings,
         )
     return result.measurement
+
+
+def agent_client_for(target: Target, **client_options: Any) -> AgentClient:
+    """A client of the target's agent, with its token; `client_options` go to AgentClient."""
+    if target.agent is None:
+        raise UserError(f"target {target.name!r} has no agent (add `agent: {{url: ...}}`)")
+    token = agent_token(target.name, target.agent)
+    return AgentClient(target.agent.url, token, **client_options)
 
 
 def agent_token(target_name: str, agent: AgentRef) -> str | None:

@@ -1,7 +1,7 @@
 """TensorRT latency profiler: an engine built here from the ONNX, timed with CUDA events.
 
 How the figure is obtained (trtexec's "GPU compute time"):
-- `_prepare` builds the engine for the target's precision (`exporters.trt_engine`, timing
+- `_prepare` builds the engine for the target's precision (`profilers.trt_engine`, timing
   cache included), deserializes it, allocates every I/O tensor with cudaMalloc, uploads
   random inputs once (fixed seed) and binds the addresses, all outside the timed region.
 - `_run_once` records a CUDA event, enqueues with `execute_async_v3` on a private stream
@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporters.trt_engine import (
+from profilers.base import LatencyProfiler, ModelInput, ProfileSettings, resolve_input_shape
+from profilers.measurement import Measurement
+from profilers.registry import PROFILERS
+from profilers.trt_engine import (
     build_engine,
     cuda_call,
     make_logger,
     onnx_input_dims,
     require_tensorrt,
 )
-from profilers.base import LatencyProfiler, ModelInput, ProfileSettings, resolve_input_shape
-from profilers.measurement import Measurement
-from profilers.registry import PROFILERS
 from targets.errors import UserError
 from targets.target import Target
 
@@ -159,8 +159,6 @@ class TrtRunner:
 @PROFILERS.decorator("tensorrt")
 class TrtProfiler(LatencyProfiler):
     """Times an ONNX model (or a prebuilt .engine/.plan) as a TensorRT engine on this GPU."""
-
-    runtime = "tensorrt"
 
     def __init__(
         self, cuda_graph: bool = False, cuda_events: bool = True, workspace_mb: int = 1024

@@ -15,10 +15,14 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names (and aliases) to registered objects; duplicate names raise."""
+    """Maps names (and aliases) to registered objects; duplicate names raise.
 
-    def __init__(self, kind: str) -> None:
+    With `key_attr`, registering also sets that attribute of the object (a class) to its
+    name, so the key is written once, in the decorator, and the class still knows it."""
+
+    def __init__(self, kind: str, key_attr: str | None = None) -> None:
         self.kind = kind
+        self.key_attr = key_attr
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
 
@@ -26,6 +30,8 @@ class Registry(Generic[T]):
         for key in (name, *aliases):
             if key in self._items or key in self._aliases:
                 raise ValueError(f"duplicate {self.kind} name: {key!r}")
+        if self.key_attr is not None:
+            setattr(obj, self.key_attr, name)
         self._items[name] = obj
         for alias in aliases:
             self._aliases[alias] = name

@@ -10,12 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from factory.augment import Augment, augment_batch, augment_for
 from factory.data import DataSplits, load_dataset
 from factory.training import (
-    Augment,
     TrainRecipe,
-    augment_batch,
-    augment_for,
     build_seeded,
     evaluate,
     limit_splits,

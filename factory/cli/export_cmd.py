@@ -17,13 +17,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from exporters.registry import build_order
 from targets.errors import UserError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
     from torch import nn
 
-    from exporters.bundle import Bundle, BundleMeta
+    from exporters.bundle import Bundle
+    from exporters.settings import BundleMeta
     from factory.trained import Candidate, OpenRun
     from targets.target import Target
 
@@ -52,7 +54,7 @@ def export(
         str,
         typer.Option(
             "--format",
-            help="Comma-separated: onnx, onnx-int8, tensorrt (model.onnx is always written).",
+            help=f"Comma-separated: {', '.join(build_order())} (model.onnx is always written).",
         ),
     ] = DEFAULT_FORMATS,
     target: Annotated[
@@ -99,15 +101,9 @@ def export(
 
     Uses the weights `factory train` saved, or with --from-supernet the weights inherited
     from the search's supernet (BatchNorm re-estimated on training images)."""
-    from exporters.bundle import (
-        ExportSettings,
-        check_destination,
-        check_request,
-        count_steps,
-        export_bundle,
-        parse_formats,
-    )
-    from exporters.int8 import Int8Settings
+    from exporters.bundle import check_destination, check_request, count_steps, export_bundle
+    from exporters.registry import parse_formats
+    from exporters.settings import ExportSettings, Int8Settings
     from factory.progress import make_progress
     from factory.trained import open_run, resolve_candidates
     from profilers.base import ProfileSettings
@@ -185,8 +181,9 @@ def bundle_name(prefix: str, space: str, c: Candidate) -> str:
 def _meta(
     run: Path, opened: OpenRun, c: Candidate, from_supernet: bool, prefix: str, version: str
 ) -> BundleMeta:
-    from exporters.bundle import BundleMeta
     from exporters.manifest import Architecture, Source
+    from exporters.settings import BundleMeta
+    from factory import __version__
 
     space, info = opened.space, opened.data.info
     return BundleMeta(
@@ -199,6 +196,7 @@ def _meta(
         dataset=info.name,
         architecture=Architecture(space.name, space.format(c.genotype), c.arch_id),
         source=Source(_run_text(run), None, from_supernet),
+        factory_version=__version__,
     )
 
 

@@ -20,11 +20,12 @@ from rich.table import Table
 
 import targets
 from factory.cli.errors import UserErrorGroup
+from profilers.base import parse_input_shape
 from profilers.onnx_costs import onnx_macs, onnx_params, read_onnx
 from targets.errors import UserError
 
 if TYPE_CHECKING:
-    from profilers.lut import LutSettings
+    from factory.lut import LutSettings
     from profilers.measurement import Measurement
 
 MODEL_COMMAND = "model"
@@ -66,17 +67,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 def console() -> Console:
     return Console()
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """'1x28x28' or '1x3x224x224' -> ints; the batch is 1 when only C×H×W is given."""
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) not in (3, 4) or min(dims) < 1:
-        raise UserError(f"input shape must look like CxHxW or NxCxHxW, e.g. 1x28x28, not {text!r}")
-    return dims if len(dims) == 4 else (1, *dims)
 
 
 # ---- factory profile MODEL --------------------------------------------------------------
@@ -137,7 +127,7 @@ def profile_model(
 
 def load_model(text: str, shape_text: str | None, classes: int) -> LoadedModel:
     """The ONNX to time and its costs, from a MODEL argument."""
-    shape = parse_shape(shape_text) if shape_text else None
+    shape = parse_input_shape(shape_text, batch=True) if shape_text else None
     if text.lower().endswith(".onnx") or (":" not in text and Path(text).exists()):
         path = Path(text).expanduser()
         if not path.is_file():
@@ -245,10 +235,10 @@ class _Bars:
 
 
 def _setup(space: str, target: str, input_shape: str, classes: int) -> tuple[Any, Any]:
-    from factory.cli.spaces_cmd import parse_input_shape
-    from profilers.lut import space_for
+    from factory.lut import space_for
 
-    return space_for(space, parse_input_shape(input_shape), classes), targets.get_target(target)
+    c, h, w = parse_input_shape(input_shape)
+    return space_for(space, (c, h, w), classes), targets.get_target(target)
 
 
 @lut_app.command("build")
@@ -289,8 +279,8 @@ def lut_build(
     """
     import numpy as np
 
+    from factory.lut import LutSettings, build_table
     from factory.progress import make_progress
-    from profilers.lut import LutSettings, build_table
 
     chosen_space, chosen_target = _setup(space, target, input_shape, classes)
     settings = LutSettings(
@@ -365,8 +355,8 @@ def lut_validate(
     report the mean and max error (%) and Kendall's tau of the ranking."""
     import numpy as np
 
+    from factory.lut import STATISTICS, load_table, validate_table
     from factory.progress import make_progress
-    from profilers.lut import STATISTICS, load_table, validate_table
 
     if statistic is not None and statistic not in STATISTICS:
         raise UserError(f"statistic must be one of {', '.join(STATISTICS)}, not {statistic!r}")

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from targets.errors import UserError
+from profilers.base import parse_input_shape
 
 if TYPE_CHECKING:
     from factory.spaces import Genotype, SearchSpace
@@ -23,17 +23,6 @@ app = typer.Typer(help="List and inspect search spaces.", invoke_without_command
 def console() -> Console:
     """A console made per call, so the terminal width is read when output is printed."""
     return Console()
-
-
-def parse_input_shape(text: str) -> tuple[int, int, int]:
-    """'1x28x28' -> (1, 28, 28); anything else is a user error."""
-    try:
-        dims = tuple(int(d) for d in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 3 or min(dims) < 1:
-        raise UserError(f"input shape must look like CxHxW, e.g. 1x28x28, not {text!r}")
-    return dims  # type: ignore[return-value]
 
 
 @app.callback()

@@ -7,7 +7,8 @@ names another. This `__init__` imports only the light, torch-free parts.
 
 from __future__ import annotations
 
-from factory.registry.fetch import CachedBundle, PulledModel, pull
+from factory.registry.cache import CachedBundle
+from factory.registry.fetch import PulledModel, pull
 from factory.registry.index import (
     ChecksumError,
     Index,

@@ -1,6 +1,6 @@
 """TensorRT engines for a pulled bundle, always built on the device that will run them.
 
-An engine is tied to its GPU, platform and TensorRT version (RESEARCH.md §2), so a target
+An engine is tied to its GPU, platform and TensorRT version (docs/references.md), so a target
 with an agent gets its engine from that agent (`POST /engine`), and only a target reached
 locally is built on this machine's GPU. TensorRT and the agent client are imported lazily.
 """
@@ -18,7 +18,7 @@ from targets.errors import UserError
 from targets.target import Target
 
 if TYPE_CHECKING:
-    from exporters.trt_engine import EngineResult
+    from profilers.trt_engine import EngineResult
 
 INT8_ONNX = "model.int8.onnx"
 STRONGLY_TYPED_MAJOR = 11  # TensorRT >= 11 takes the precision from the ONNX
@@ -86,12 +86,10 @@ def engine_precision(target_precision: str, onnx_name: str, trt_version: str | N
 def _build_on_agent(
     target: Target, onnx_path: Path, onnx_name: str, shape: tuple[int, ...]
 ) -> tuple[EngineResult, str]:
-    from profilers.agent_client import AgentClient  # lazy: httpx
-    from profilers.remote import agent_token
+    from profilers.remote import agent_client_for  # lazy: httpx
 
     assert target.agent is not None
-    token = agent_token(target.name, target.agent)
-    with AgentClient(target.agent.url, token) as client:
+    with agent_client_for(target) as client:
         trt_version = client.health().get("tensorrt")
         precision = engine_precision(target.precision, onnx_name, trt_version)
         result = client.build_engine(onnx_path, precision=precision, input_shape=shape)
@@ -101,7 +99,7 @@ def _build_on_agent(
 def _build_here(
     target: Target, onnx_path: Path, onnx_name: str, shape: tuple[int, ...]
 ) -> tuple[EngineResult, str]:
-    from exporters import trt_engine  # lazy: TensorRT is looked for only when needed
+    from profilers import trt_engine  # lazy: TensorRT is looked for only when needed
 
     ok, reason = trt_engine.trt_available()
     if not ok:

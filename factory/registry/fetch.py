@@ -1,16 +1,13 @@
 """`pull`: resolve a model in a registry and fetch it, verified, into the user cache.
 
 A bundle is assembled in a temporary directory beside its final place and renamed to
-`<cache>/models/<name>/<version>` only once every file in it has been verified, so nothing
-ever uses an unverified file and a failed pull leaves nothing behind. Names and versions
-become path parts only after `index.check_name`, and no symbolic link is followed inside
-the cache.
+`<cache>/models/<name>/<version>` (see `cache`) only once every file in it has been verified,
+so nothing ever uses an unverified file and a failed pull leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -19,15 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from factory.registry.cache import CachedBundle, bundle_cache_path, move_into_place, verify_cached
 from factory.registry.index import (
     MANIFEST,
     ChecksumError,
     IndexEntry,
     ManifestView,
-    check_name,
     hash_file,
     parse_ref,
 )
+from factory.registry.recipes import RECIPE_PREFIX
 from factory.registry.sources import (
     MAX_MANIFEST_BYTES,
     Progress,
@@ -37,72 +35,11 @@ from factory.registry.sources import (
 from targets import get_target
 from targets.atomic import as_if_created, fsync_dir
 from targets.errors import UnknownNameError, UserError
-from targets.target import cache_dir
 
 if TYPE_CHECKING:
     from factory.registry.engine import BuiltEngine
 
-RECIPE_PREFIX = "torchvision/"  # `pull torchvision/ARCH` exports a recipe instead
 STALE_PART_S = 24 * 3600.0  # a staging directory this old belongs to no running pull
-
-
-def models_dir() -> Path:
-    """`<user cache>/models`: pulled bundles live in `<name>/<version>` below it."""
-    return cache_dir() / "models"
-
-
-def bundle_cache_path(name: str, version: str) -> Path:
-    """The cache directory of `name:version`, refusing anything that could lead outside the
-    cache: unsafe names, and symbolic links on the way."""
-    root = cache_dir().expanduser()
-    path = models_dir() / check_name(name) / check_name(version, "version")
-    here = root
-    for part in path.relative_to(root).parts:
-        here = here / part
-        if here.is_symlink():
-            raise UserError(f"refusing to use {here}: a symbolic link inside the model cache")
-    resolved_root = root.resolve()
-    if not path.resolve().is_relative_to(resolved_root):
-        raise UserError(f"refusing {name}:{version}: it resolves outside the cache {root}")
-    return path
-
-
-@dataclass(frozen=True)
-class CachedBundle:
-    """A verified bundle in the user cache."""
-
-    entry: IndexEntry
-    path: Path
-    manifest: ManifestView
-    downloaded: bool  # False: it was already in the cache and re-verified
-    exported: bool = False  # a recipe exported by this call (never downloaded)
-
-
-def verify_cached(path: Path, manifest_sha256: str | None) -> ManifestView | None:
-    """The manifest if every file it lists under `path` re-hashes to its sha256 and size (and
-    the manifest itself to `manifest_sha256`, when given), else None. Extra files (engines
-    built for a target) are allowed."""
-    manifest = path / MANIFEST
-    if manifest.is_symlink() or not manifest.is_file():
-        return None
-    if manifest_sha256 is not None and hash_file(manifest)[0] != manifest_sha256:
-        return None
-    try:
-        view = ManifestView.loads(manifest.read_bytes(), str(manifest))
-    except UserError:
-        return None
-    for f in view.files:
-        file = path / f.path
-        if file.is_symlink() or not file.is_file() or hash_file(file) != (f.sha256, f.size_bytes):
-            return None
-    return view
-
-
-def entry_of_bundle(path: Path, view: ManifestView) -> IndexEntry:
-    """The index entry describing a verified bundle directory."""
-    manifest_sha = hash_file(path / MANIFEST)[0]
-    files = {f.path: f.sha256 for f in view.files} | {MANIFEST: manifest_sha}
-    return IndexEntry(view.name, view.version, manifest_sha, files)
 
 
 def fetch_bundle(
@@ -158,20 +95,6 @@ def _download(
         source.fetch_blob(f.sha256, staging / f.path, f.size_bytes, label, progress=progress)
     fsync_dir(staging)
     return view
-
-
-def move_into_place(staging: Path, final: Path, manifest_sha256: str | None) -> None:
-    """Rename a verified staging dir to `final`, replacing a damaged copy if one is there."""
-    if final.exists():  # a damaged or stale copy: move it aside, then drop it
-        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-        os.replace(final, aside / final.name)
-        shutil.rmtree(aside, ignore_errors=True)
-    try:
-        os.replace(staging, final)
-    except OSError:  # a concurrent pull won the race: fine if what it put there verifies
-        if verify_cached(final, manifest_sha256) is None:
-            raise
-    fsync_dir(final.parent)
 
 
 def pull(

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factory.registry.fetch import (
-    RECIPE_PREFIX,
+from factory.registry.cache import (
     CachedBundle,
     bundle_cache_path,
     entry_of_bundle,
@@ -32,6 +31,7 @@ from targets.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
+RECIPE_PREFIX = "torchvision/"  # `pull torchvision/ARCH` exports a recipe instead
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # of pixels scaled to [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_CHW = (3, 224, 224)
@@ -127,8 +127,10 @@ def export_recipe(
 def _export_into(
     final: Path, recipe: Recipe, pretrained: bool, on_step: Callable[[str], None] | None
 ) -> None:
-    from exporters.bundle import BundleMeta, export_bundle
+    from exporters.bundle import export_bundle
     from exporters.manifest import Architecture, Source
+    from exporters.settings import BundleMeta
+    from factory import __version__
 
     model = build_model(recipe, pretrained)
     meta = BundleMeta(
@@ -142,6 +144,7 @@ def _export_into(
         architecture=Architecture("torchvision", recipe.arch, recipe.arch),
         source=Source(run=None, trained_epochs=None, from_supernet=False),
         summary=_summary(recipe, pretrained),
+        factory_version=__version__,
     )
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = as_if_created(

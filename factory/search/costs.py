@@ -207,7 +207,7 @@ class CostModel:
 
 def _load_table(space: SearchSpace, target: Target) -> object:
     """The target's latency table for this space, or an error saying how to get one."""
-    from profilers import lut
+    from factory import lut
 
     try:
         return lut.load_table(space, target)

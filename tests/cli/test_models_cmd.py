@@ -163,7 +163,7 @@ def test_push_errors(registry: Path, tmp_path: Path) -> None:
 
 
 def test_tensorrt_target_without_gpu_is_one_line(registry: Path) -> None:
-    from exporters.trt_engine import trt_available
+    from profilers.trt_engine import trt_available
 
     if trt_available()[0]:
         pytest.skip("TensorRT and a GPU are here: the engine would really be built")

@@ -19,18 +19,14 @@ from torch import nn
 
 import targets
 from exporters import manifest as mf
-from exporters.bundle import (
-    PARITY_BATCHES,
-    BundleMeta,
-    ExportSettings,
-    count_steps,
-    export_bundle,
-    parse_formats,
-)
-from exporters.int8 import Int8Settings, onnx_accuracy
-from exporters.trt_engine import trt_available
+from exporters.bundle import count_steps, export_bundle
+from exporters.fp32 import PARITY_BATCHES
+from exporters.int8 import onnx_accuracy
+from exporters.registry import parse_formats
+from exporters.settings import BundleMeta, ExportSettings, Int8Settings
 from factory.data import DataSplits, iterate_batches, load_dataset
 from profilers.base import ProfileSettings
+from profilers.trt_engine import trt_available
 from targets.errors import UserError
 from targets.target import AgentRef, Target
 from tests.agent_process import free_port

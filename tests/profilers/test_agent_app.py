@@ -15,12 +15,12 @@ import pytest
 from fastapi import FastAPI
 from onnx import TensorProto, helper
 
-from exporters.trt_engine import trt_available
 from profilers import agent_app
 from profilers.agent_app import AgentConfig, create_app
 from profilers.agent_client import PROTOCOL, PROTOCOL_HEADER, AgentClient
 from profilers.base import ProfileSettings
 from profilers.measurement import Measurement
+from profilers.trt_engine import trt_available
 from targets.errors import UserError
 
 with warnings.catch_warnings():  # starlette nags about httpx vs httpx2 at import

@@ -16,9 +16,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.trt_engine import build_engine, trt_available
 from profilers.base import ProfileSettings
 from profilers.registry import PROFILERS, get_profiler, profiler_class
+from profilers.trt_engine import build_engine, trt_available
 from profilers.trt_latency import TrtProfiler, profile_trt
 from targets import get_target
 from targets.errors import UserError
@@ -107,7 +107,7 @@ def test_profile_without_tensorrt_says_why_in_one_line() -> None:
 
 def test_import_loads_neither_torch_nor_tensorrt() -> None:
     code = (
-        "import sys, profilers.trt_latency, exporters.trt_engine; "
+        "import sys, profilers.trt_latency, profilers.trt_engine; "
         "print(','.join(m for m in ('torch', 'tensorrt', 'cuda') if m in sys.modules))"
     )
     out = subprocess.run(

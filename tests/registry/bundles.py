@@ -20,7 +20,7 @@ from torch import nn
 from exporters.onnx_export import export_onnx
 
 if TYPE_CHECKING:
-    from exporters.bundle import BundleMeta
+    from exporters.settings import BundleMeta
     from factory.data import DatasetInfo
 
 INPUT_SHAPE = (1, 1, 28, 28)  # (N, C, H, W), Fashion-MNIST-like
@@ -44,7 +44,7 @@ def tiny_onnx(seed: int = 0) -> bytes:
 def bundle_meta(info: DatasetInfo, name: str = "tiny-cnn", arch: str = "tiny-cnn") -> BundleMeta:
     """The export metadata of a test network trained on `info`'s dataset (one epoch)."""
     from exporters import manifest as mf
-    from exporters.bundle import BundleMeta
+    from exporters.settings import BundleMeta
 
     return BundleMeta(
         name,

@@ -18,8 +18,9 @@ import onnxruntime as ort
 import pytest
 
 from factory.registry import ChecksumError, Index, pull, push
+from factory.registry.cache import bundle_cache_path, models_dir
 from factory.registry.engine import engine_precision, input_shape_of
-from factory.registry.fetch import bundle_cache_path, copy_bundle, models_dir
+from factory.registry.fetch import copy_bundle
 from factory.registry.index import blob_relpath
 from factory.registry.publish import read_bundle
 from targets.errors import UnknownNameError, UserError
@@ -271,7 +272,7 @@ def test_cpu_target_needs_no_engine(registry: Path) -> None:
 
 
 def test_tensorrt_target_without_gpu_or_agent_says_how(registry: Path) -> None:
-    from exporters.trt_engine import trt_available
+    from profilers.trt_engine import trt_available
 
     if trt_available()[0]:
         pytest.skip("TensorRT and a GPU are here: the engine would really be built")
@@ -297,7 +298,7 @@ def test_tensorrt_target_with_agent_builds_there(
         )
         monkeypatch.setenv("EMF_TARGETS_DIR", str(targets_dir))
         monkeypatch.setenv("EMF_LAB_TOKEN", token)
-        from exporters.trt_engine import trt_available
+        from profilers.trt_engine import trt_available
 
         try:
             pulled = pull("tiny", registry, target="lab-gpu")

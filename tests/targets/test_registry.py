@@ -38,3 +38,13 @@ def test_unknown_name_lists_valid_ones() -> None:
         reg.get("c")
     assert isinstance(info.value, UserError)
     assert str(info.value) == "unknown thing 'c'; valid: a, b"
+
+
+def test_key_attr_writes_the_name_onto_the_registered_class() -> None:
+    reg: Registry[type] = Registry("thing", key_attr="name")
+
+    @reg.decorator("fast-one")
+    class Thing:
+        name: str
+
+    assert Thing.name == "fast-one" and reg.get("fast-one") is Thing

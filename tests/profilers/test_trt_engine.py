@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.trt_engine import (
+from profilers.trt_engine import (
     NO_TENSORRT,
     build_engine,
     timing_cache_path,
@@ -154,7 +154,7 @@ def test_atomic_write_replaces_the_whole_file_and_leaves_no_temp(tmp_path: Path)
 
 def test_import_loads_neither_torch_nor_tensorrt() -> None:
     code = (
-        "import sys, exporters.trt_engine; "
+        "import sys, profilers.trt_engine; "
         "print(','.join(m for m in ('torch', 'tensorrt', 'cuda') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -13,9 +13,10 @@ import onnxruntime as ort
 import pytest
 from torch import nn
 
+from factory import lut
+from factory.lut import LutSettings, build_table, load_table, space_for
+from factory.lut import fit as lut_fit
 from factory.spaces import Block
-from profilers import lut, lut_fit
-from profilers.lut import LutSettings, build_table, load_table, space_for
 from targets import AgentRef, get_target
 from targets.errors import UserError
 

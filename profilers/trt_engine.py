@@ -1,7 +1,7 @@
 """Builds a serialized TensorRT engine from ONNX, on the GPU that will run it.
 
 Engines are tied to the GPU, the platform and the TensorRT version, so they are always built
-where they run (RESEARCH.md §2). Two API generations are handled:
+where they run (docs/references.md, "TensorRT engines"). Two API generations are handled:
 
 - TensorRT 10 (JetPack 6): a weakly typed network; the precision comes from builder flags
   (FP16; INT8 only for a Q/DQ ONNX — calibrators are deprecated and never used here).
