@@ -15,16 +15,18 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ray
 import ray.exceptions
 import torch
 
-from factory.search.executor import ExecutorSpec
 from factory.search.scoring import Scorer, load_weights, weights_of
 from factory.spaces.base import Genotype, Supernet
 from targets.errors import UserError
+
+if TYPE_CHECKING:  # executor.py imports this module lazily; no cycle at run time
+    from factory.search.executor import ExecutorSpec
 
 T = TypeVar("T")
 R = TypeVar("R")
