@@ -34,6 +34,10 @@ class EvalSettings:
     calib_steps: int = 2  # BN recalibration batches per evaluation
     calib_batch_size: int = 128
     val_size: int | None = 500  # validation images used to score a candidate (None: all)
+    # `evaluate(cheap=True)`, the controller's inner updates: one batch, one recalibration
+    # batch (ENAS scores its controller samples on one validation minibatch)
+    cheap_val_size: int = 128
+    cheap_calib_steps: int = 1
 
 
 class RunContext:
@@ -76,6 +80,7 @@ class RunContext:
         if settings.val_size is not None and settings.val_size < len(val):
             val = val.subset(torch.arange(settings.val_size))
         self._val = val
+        self._cheap_val = val.subset(torch.arange(min(settings.cheap_val_size, len(val))))
 
     # --- SearchContext -----------------------------------------------------------------
     def train_supernet(self, paths: PathSource = None, epochs: float = 1.0) -> float:
@@ -101,12 +106,14 @@ class RunContext:
         step: int,
         weights: Weights = "current",
         record: bool = True,
+        cheap: bool = False,
     ) -> list[Record]:
         net = self.supernet if weights == "current" else self.previous
         if net is None:
             raise RuntimeError("evaluate(weights='previous') before snapshot_weights()")
         return self.executor.map(
-            lambda g: self._evaluate_one(net, g, phase, step, record), genotypes
+            lambda g: self._evaluate_one(net, g, phase, step, record and not cheap, cheap),
+            genotypes,
         )
 
     def snapshot_weights(self) -> None:
@@ -150,16 +157,20 @@ class RunContext:
             self.device, iterate_batches(self.data.train, self.settings.calib_batch_size)
         )
 
-    def _evaluate_one(self, net: Supernet, g: Genotype, phase: str, step: int, record: bool):
+    def _evaluate_one(
+        self, net: Supernet, g: Genotype, phase: str, step: int, record: bool, cheap: bool
+    ):
         arch_id = self.space.arch_id(g)
         if record and (arch_id, phase, step) in self.replay:
             return self.replay[(arch_id, phase, step)]
+        s = self.settings
+        val, calib = (self._cheap_val, s.cheap_calib_steps) if cheap else (self._val, s.calib_steps)
         acc = evaluate_genotype(
             net,
             g,
-            _prepared(self.device, iterate_batches(self._val, self.settings.eval_batch_size)),
+            _prepared(self.device, iterate_batches(val, s.eval_batch_size)),
             self._calib_batches(),
-            self.settings.calib_steps,
+            calib,
         )
         costs, how = self.costs.costs(g)
         extra = {"latency_how": how} if how else {}

@@ -168,9 +168,11 @@ def reinforce_update(
     baseline: Baseline,
     entropy_weight: float,
 ) -> UpdateStats:
-    """One step on −Σ (R − b)·log p with R = reward + entropy_weight · entropy(path)."""
+    """One step on −Σ (R − b)·log p with R = reward + entropy_weight · the path's entropy per
+    decision (a mean, so the bonus does not grow with the number of decisions)."""
     log_prob, entropy = controller.log_prob(genotypes)
-    total = np.asarray(rewards, dtype=float) + entropy_weight * entropy.detach().numpy()
+    per_decision = entropy.detach().numpy() / len(controller.choices)
+    total = np.asarray(rewards, dtype=float) + entropy_weight * per_decision
     advantage = baseline.advantages(total)
     used = float(baseline.value)
     loss = -(torch.as_tensor(advantage, dtype=log_prob.dtype) * log_prob).sum()
