@@ -68,6 +68,9 @@ class RLConfig:
     entropy_weight: float = 0.1
     baseline_decay: float = 0.9
     baseline_reset_fraction: float = 0.25  # restart b when F moved this share of the range
+    # advantages / the batch's reward spread (`controller.reinforce_update`); our addition:
+    # without it the sampled cost did not follow F on NAS-Bench-201 (docs/nb201.md)
+    normalise_advantage: bool = True
     mnas_target: float | None = None  # T of the MnasNet reward; None: middle of cost_range()
     mnas_alpha: float = -0.07  # w when cost <= T (soft constraint: α = β = −0.07)
     mnas_beta: float = -0.07  # w when cost > T (hard constraint: α = 0, β = −1)
@@ -204,7 +207,7 @@ class ControllerSearch(Strategy):
         assert self.controller is not None and self.optimizer is not None
         self.last = reinforce_update(
             self.controller, self.optimizer, batch, rewards, self.baseline,
-            self.config.entropy_weight,
+            self.config.entropy_weight, self.config.normalise_advantage,
         )  # fmt: skip
 
     def _start(self, ctx: SearchContext) -> None:

@@ -62,8 +62,12 @@ class TabularContext:
         record: bool = True,
         cheap: bool = False,
     ) -> list[Record]:
-        """Table values; unrecorded and cheap look-ups count as queries too (the strategy saw
-        the accuracy), and are kept in `queries`."""
+        """Table values. A new architecture's accuracy is one query (kept in `queries`), also
+        when unrecorded. `cheap` (a controller's inner updates) spends none: the latency
+        comes from the table (free, as from a latency table), the accuracy only where it
+        was queried before, else the mean accuracy of the queries so far."""
+        if cheap:
+            return [self._cheap(g, phase, step) for g in genotypes]
         out = []
         for g in genotypes:
             row = self.table.row(g)
@@ -92,6 +96,15 @@ class TabularContext:
         self._known[row] = rec
         self.queries.append(rec)
         return rec
+
+    def _cheap(self, g: Genotype, phase: str, step: int) -> Record:
+        row = self.table.row(g)
+        known = self._known.get(row)
+        if known is not None:
+            return known
+        prior = float(np.mean([r.value("accuracy") for r in self.queries])) if self.queries else 0.5
+        objectives = {"accuracy": prior, "latency_ms": float(self._latency[row])}
+        return Record(tuple(int(x) for x in g), "", objectives, phase, step, 0.0, {"cheap": True})
 
     def snapshot_weights(self) -> None:
         """Nothing to snapshot: "previous" weights give the same table values."""
