@@ -176,6 +176,13 @@ def scale() -> list[Row]:
     ]  # fmt: skip
 
 
+def nb201() -> list[Row]:
+    from nb201_page import goals
+
+    return [(g["goal"], g["target"], g["measured"], g["met"], "nb201.md")
+            for g in goals(load("nb201.json"))]  # fmt: skip
+
+
 SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("demo", demo),
     ("latency objective under load", latency_stability),
@@ -185,6 +192,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("strategies", strategies),
     ("latency tables", lut),
     ("CANAS", canas),
+    ("strategies against the exact front (NAS-Bench-201)", nb201),
     ("VGG-Lite", vgg_lite),
     ("scale out", scale),
 ]
@@ -215,9 +223,9 @@ def main() -> None:
         "Pages: [demo](demo.md), [latency stability](latency_stability.md), "
         "[ranking](ranking_mobilenet.md), [against MobileNetV2@0.5](beat_mobilenet.md), "
         "[baselines](baselines.md), [strategies](strategies.md), "
-        "[latency tables](latency_tables.md), [CANAS](canas.md), [VGG-Lite](vgg_lite.md), "
-        "[prebuilt models, INT8 vs FP32](prebuilt.md), [profiler](profiler.md), "
-        "[scale out](scale.md).",
+        "[latency tables](latency_tables.md), [CANAS](canas.md), [NAS-Bench-201](nb201.md), "
+        "[VGG-Lite](vgg_lite.md), [prebuilt models, INT8 vs FP32](prebuilt.md), "
+        "[profiler](profiler.md), [scale out](scale.md).",
         "",
     ]
     (DOCS / "benchmarks.md").write_text("\n".join(lines))

@@ -60,6 +60,15 @@ def front_notes(doc: dict) -> list[str]:
     """One line each: candidates kept off the front as chance-level, and how far the
     latency objective strays from the final re-measurement (or why there is none)."""
     lines = []
+    tabular = doc.get("tabular")
+    if tabular:
+        lines.append(
+            f"tabular search on {tabular['benchmark']}, device column {tabular['device']}: "
+            f"{tabular['queries']} queries in {tabular['wall_s']:.1f} s; hypervolume "
+            f"{tabular['normalised_hypervolume']:.4f} of the exact front's"
+        )
+        if tabular.get("stopped"):
+            lines.append(f"stopped before the budget of {tabular['budget']}: {tabular['stopped']}")
     dropped = doc.get("dropped") or {}
     if dropped.get("count"):
         lines.append(

@@ -150,6 +150,20 @@ def search(
             "or ray://HOST:PORT; default: start Ray on this machine."
         ),
     ] = None,
+    benchmark: Annotated[
+        str | None,
+        typer.Option(
+            help="Tabular search, no training: accuracy and latency looked up in a benchmark "
+            "table, `nb201` (shipped: NAS-Bench-201 CIFAR-10 with HW-NAS-Bench/HELP device "
+            "latencies) or a CSV with its columns. --target then names a device column.",
+        ),
+    ] = None,
+    queries: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Tabular search budget: distinct architectures looked up (default 300)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Search a space for the accuracy/latency Pareto front on a target.
@@ -172,6 +186,16 @@ def search(
         fail(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     if latency not in LATENCY_MODES:
         fail(f"unknown latency mode {latency!r}; valid: {', '.join(LATENCY_MODES)}")
+    if benchmark is None and queries is not None:
+        fail("--queries is the budget of a tabular search; add --benchmark nb201 (or a CSV)")
+    if benchmark is not None:
+        given = {n for n in ctx.params if _given(ctx, n)}
+        tabular = _run_tabular_cli(
+            space if "space" in given else "nb201", strategy,
+            target if "target" in given else "", benchmark, queries, seed, init,
+            f_min, f_max, generations, settings, out, resume,
+        )  # fmt: skip
+        return tabular
     where = ExecutorSpec(executor, ray_address)
     values = {
         "space": space,
@@ -198,11 +222,7 @@ def search(
         **split_settings(parse_settings(settings or [])),
     }
     if resume is not None:
-        given = {
-            name
-            for name in ctx.params
-            if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
-        }
+        given = {name for name in ctx.params if _given(ctx, name)}
         saved = load_run_config(resume)
         config = dataclasses.replace(
             saved, **{k: v for k, v in values.items() if _param_of(k) in given}
@@ -235,6 +255,33 @@ def search(
         )
         if result.stopped == "interrupted":
             raise typer.Exit(130)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed this option (not its default)."""
+    return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+
+
+def _run_tabular_cli(
+    space: str, strategy: str, target: str, benchmark: str, queries: int | None, seed: int,
+    init: list[str] | None, f_min: float | None, f_max: float | None, units: int | None,
+    settings: list[str] | None, out: Path | None, resume: Path | None,
+) -> None:  # fmt: skip
+    """`factory search --benchmark`: look-ups instead of training; prints the front and how
+    close it came to the table's exact front."""
+    from factory.cli.report_cmd import print_front
+    from factory.search.config import SearchConfig
+    from factory.tabular.run import run_tabular
+
+    config = SearchConfig(
+        space=space, strategy=strategy, target=target, seed=seed, init=tuple(init or ()),
+        units=units, f_min=f_min, f_max=f_max, benchmark=benchmark, queries=queries,
+        **split_settings(parse_settings(settings or [])),
+    )  # fmt: skip
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = out or Path("runs") / f"{stamp}-{space}-{strategy}-tabular"
+    run_tabular(config, run_dir, resume=resume is not None)
+    print_front(run_dir)
 
 
 _PARAM_OF = {

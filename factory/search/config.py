@@ -43,6 +43,8 @@ class SearchConfig:
     f_max: float | None = None
     strategy_config: dict[str, Any] = field(default_factory=dict)  # resolved by the runner
     space_options: dict[str, str] = field(default_factory=dict)  # `--set space.KEY=VALUE`
+    benchmark: str | None = None  # a tabular benchmark ("nb201" or a CSV path): no training
+    queries: int | None = None  # a tabular search's budget of distinct architectures
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -76,6 +76,7 @@ class RunContext:
         self.progress = None  # a rich Progress, set by the runner
         self.scorer = Scorer.of(space, space_options or {}, data.train, data.val, settings)
         self._version, self._previous_key = 0, ""  # names of the weights for the executor
+        self.cheap_scorer = self.scorer.cheapened()
 
     # --- SearchContext -----------------------------------------------------------------
     def train_supernet(self, paths: PathSource = None, epochs: float = 1.0) -> float:
@@ -106,12 +107,14 @@ class RunContext:
         step: int,
         weights: Weights = "current",
         record: bool = True,
+        cheap: bool = False,
     ) -> list[Record]:
+        record = record and not cheap
         if self.dist is not None:
             return self.dist.from_main(
-                lambda: self._evaluate(genotypes, phase, step, weights, record)
+                lambda: self._evaluate(genotypes, phase, step, weights, record, cheap)
             )
-        return self._evaluate(genotypes, phase, step, weights, record)
+        return self._evaluate(genotypes, phase, step, weights, record, cheap)
 
     def snapshot_weights(self) -> None:
         self.previous = copy.deepcopy(self.supernet)
@@ -158,11 +161,22 @@ class RunContext:
             )
 
     def _evaluate(
-        self, genotypes: Sequence[Genotype], phase: str, step: int, weights: Weights, record: bool
+        self,
+        genotypes: Sequence[Genotype],
+        phase: str,
+        step: int,
+        weights: Weights,
+        record: bool,
+        cheap: bool = False,
     ) -> list[Record]:
         net = self.supernet if weights == "current" else self.previous
         if net is None:
             raise RuntimeError("evaluate(weights='previous') before snapshot_weights()")
+        if cheap:  # a controller's inner updates: one batch each, here, never recorded
+            return [
+                self._record(g, self.cheap_scorer.score(net, g, self.device), phase, step, False)
+                for g in genotypes
+            ]
         key = f"current-{self._version}" if weights == "current" else self._previous_key
         done: dict[int, Record] = {}
         for i, g in enumerate(genotypes):

@@ -83,9 +83,13 @@ def with_units(strategy_cfg: Any, units: int) -> Any:
         return dataclasses.replace(strategy_cfg, generations=units)
     if {"n_warm", "n_slow", "n_fast"} <= names:  # keep the paper's 1:1:4 phase proportions
         warm = slow = max(1, round(units / 6))
+        # and the period's share of a phase (paper: T = N_slow), so F does not jump between
+        # the ends of its range when a run is shorter than the preset
+        period = max(1, round(strategy_cfg.period * slow / max(1, strategy_cfg.n_slow)))
         return dataclasses.replace(
-            strategy_cfg, n_warm=warm, n_slow=slow, n_fast=max(1, units - warm - slow)
-        )
+            strategy_cfg, n_warm=warm, n_slow=slow, n_fast=max(1, units - warm - slow),
+            period=period,
+        )  # fmt: skip
     if "steps" in names:
         return dataclasses.replace(strategy_cfg, steps=units)
     raise UserError(f"strategy config {type(strategy_cfg).__name__} has no unit budget")

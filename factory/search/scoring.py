@@ -6,7 +6,7 @@ and then only needs each generation's weights."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -25,6 +25,10 @@ class EvalSettings:
     calib_steps: int = 2  # BN recalibration batches per evaluation
     calib_batch_size: int = 128
     val_size: int | None = 500  # validation images used to score a candidate (None: all)
+    # `evaluate(cheap=True)`, the controller's inner updates: one batch, one recalibration
+    # batch (ENAS scores its controller samples on one validation minibatch)
+    cheap_val_size: int = 128
+    cheap_calib_steps: int = 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,13 @@ class Scorer:
             val = val.subset(torch.arange(s.val_size))
         calib = train.subset(torch.arange(min(len(train), s.calib_steps * s.calib_batch_size)))
         return cls(space.name, space.spec, val, calib, s, dict(options))
+
+    def cheapened(self) -> Scorer:
+        """The scorer of a controller's inner updates: `cheap_val_size` images and
+        `cheap_calib_steps` recalibration batches."""
+        s = self.settings
+        val = self.val.subset(torch.arange(min(s.cheap_val_size, len(self.val))))
+        return replace(self, val=val, settings=replace(s, calib_steps=s.cheap_calib_steps))
 
     def build_supernet(self) -> Supernet:
         """A fresh supernet of the space, laid out as the run's (channels-last)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from factory.spaces import mobilenet, shufflenet, vgg  # noqa: F401  (registers built-ins)
+from factory.spaces import mobilenet, nb201, shufflenet, vgg  # noqa: F401  (registers built-ins)
 from factory.spaces.base import (
     Block,
     Decision,

@@ -62,11 +62,13 @@ class SearchContext(Protocol):
         step: int,
         weights: Weights = "current",
         record: bool = True,
+        cheap: bool = False,
     ) -> list[Record]:
         """Objectives of each genotype with the current (or snapshot) shared weights.
 
         Accuracy is validation accuracy after BN recalibration; costs are cached per
-        architecture. Recorded evaluations are committed to the run database at once."""
+        architecture. Recorded evaluations are committed to the run database at once.
+        `cheap` (never recorded): a noisier, faster accuracy for inner controller updates."""
 
     def snapshot_weights(self) -> None:
         """Keep a copy of the current shared weights as the "previous" weights."""

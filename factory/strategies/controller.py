@@ -167,11 +167,26 @@ def reinforce_update(
     rewards: Sequence[float],
     baseline: Baseline,
     entropy_weight: float,
+    normalise: bool = False,
 ) -> UpdateStats:
-    """One step on −Σ (R − b)·log p with R = reward + entropy_weight · entropy(path)."""
+    """One step on −Σ (R − b)·log p with R = reward + entropy_weight · the path's entropy per
+    decision (a mean, so the bonus does not grow with the number of decisions).
+
+    `normalise` whitens the rewards within the batch, (R − mean) / std, before adding the
+    centred entropy bonus: CANAS's reward decays exponentially with |cost − F|, so when every
+    sample is far from F all rewards are ~0 and the raw signal vanishes, though it still says
+    which samples were nearer; the moving baseline would lag a moving F, so the batch's own
+    mean stands in for it (the baseline keeps its average for the statistics)."""
     log_prob, entropy = controller.log_prob(genotypes)
-    total = np.asarray(rewards, dtype=float) + entropy_weight * entropy.detach().numpy()
-    advantage = baseline.advantages(total)
+    bonus = entropy_weight * entropy.detach().numpy() / len(controller.choices)
+    reward = np.asarray(rewards, dtype=float)
+    total = reward + bonus
+    if normalise and len(reward) > 1:
+        baseline.advantages(total)  # (re)starts the average where needed
+        white = (reward - reward.mean()) / (float(reward.std()) + 1e-8)
+        advantage = white + bonus - bonus.mean()
+    else:
+        advantage = baseline.advantages(total)
     used = float(baseline.value)
     loss = -(torch.as_tensor(advantage, dtype=log_prob.dtype) * log_prob).sum()
     optimizer.zero_grad()

@@ -1,14 +1,19 @@
 """`cycle-annealing` (CANAS) and `mnas`: one LSTM-controller search with two rewards.
 
 A unit is one controller step: (1) train the shared weights for `child_epochs_per_step`
-with one controller-sampled path per batch, (2) sample N genotypes and evaluate them (every
-sample is recorded), (3) one REINFORCE step on −Σ (R − b)·log p, where R is the reward plus
-0.1 × the path's entropy and b a moving-average baseline. The two strategies differ only
-in the reward: CANAS's Acc·exp(−|cost − F|/(λδ)) on the warm / slow / fast-anneal schedule
+with one controller-sampled path per batch, (2) sample N genotypes, evaluate them fully
+(every sample is recorded) and make one REINFORCE update, (3) `inner_updates` more updates,
+each on fresh samples scored cheaply (`evaluate(cheap=True)`: one validation batch through
+the shared weights; never recorded). ENAS trains its controller for many updates per child
+epoch; with one update per step the sampled cost did not follow the moving target F at all
+(issue 13). Each update descends −Σ (R − b)·log p, where R is the reward plus
+`entropy_weight` × the path's mean entropy per decision (a sum over 16 decisions drowned the
+reward) and b a moving-average baseline. The two strategies differ only in the reward:
+CANAS's Acc·exp(−|cost − F|/(λδ)) on the warm / slow / fast-anneal schedule
 (`annealing.py`), or MnasNet's Acc·(cost/T)^w on a flat schedule.
 
 Baseline (*our choice*): the reward is non-stationary (F moves every step), so the decay
-defaults to 0.9 (≈10 steps of memory) instead of ENAS's 0.99, and the baseline restarts —
+defaults to 0.9 (≈10 updates of memory) instead of ENAS's 0.99, and the baseline restarts —
 from the next batch's mean — when the phase changes (δ changes) or when F has moved more
 than `baseline_reset_fraction` of [F_min, F_max] since the last restart.
 """
@@ -52,6 +57,9 @@ class RLConfig:
     alpha: float = 2.0  # δ_anneal = (F_max − F_min)/(2α)
     lambda0: float = 0.9  # fast anneal: λ = λ0^ceil(s/T); our choice (the paper gives none)
     samples_per_step: int = 4  # N models sampled, evaluated and used per controller update
+    # extra updates per step on fresh, cheaply scored samples (quick: 3, so a quick run's
+    # latency measurements stay affordable; the paper presets 7, i.e. 8 updates a step)
+    inner_updates: int = 3
     child_epochs_per_step: float = 0.1  # shared-weight epochs per step (controller paths)
     child_lr: float = 0.05  # SGD lr of the shared weights; read by the run loop, not here
     controller_lr: float = 1e-3
@@ -60,6 +68,9 @@ class RLConfig:
     entropy_weight: float = 0.1
     baseline_decay: float = 0.9
     baseline_reset_fraction: float = 0.25  # restart b when F moved this share of the range
+    # advantages / the batch's reward spread (`controller.reinforce_update`); our addition:
+    # without it the sampled cost did not follow F on NAS-Bench-201 (docs/nb201.md)
+    normalise_advantage: bool = True
     mnas_target: float | None = None  # T of the MnasNet reward; None: middle of cost_range()
     mnas_alpha: float = -0.07  # w when cost <= T (soft constraint: α = β = −0.07)
     mnas_beta: float = -0.07  # w when cost > T (hard constraint: α = 0, β = −1)
@@ -75,8 +86,8 @@ class RLConfig:
             raise UserError("controller search needs at least one step")
         if self.samples_per_step < 1 or self.hidden < 1:
             raise UserError("samples per step and hidden size must be at least 1")
-        if self.child_epochs_per_step < 0 or self.init_steps < 0:
-            raise UserError("child epochs per step and init steps must be >= 0")
+        if min(self.child_epochs_per_step, self.init_steps, self.inner_updates) < 0:
+            raise UserError("child epochs per step, init steps and inner updates must be >= 0")
         if min(self.controller_lr, self.init_lr, self.child_lr, self.tanh_constant) <= 0:
             raise UserError("learning rates and the tanh constant must be > 0")
         if not 0 <= self.baseline_decay < 1:
@@ -101,11 +112,23 @@ class RLConfig:
 _PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     "paper": dict(
-        n_warm=50, n_slow=50, n_fast=200, period=50, samples_per_step=10, child_epochs_per_step=1.0
+        n_warm=50,
+        n_slow=50,
+        n_fast=200,
+        period=50,
+        samples_per_step=10,
+        child_epochs_per_step=1.0,
+        inner_updates=7,
     ),
     # one GPU, the whole training split: ~8 child epochs over 60 steps
     "gpu": dict(
-        n_warm=10, n_slow=10, n_fast=40, period=10, samples_per_step=8, child_epochs_per_step=0.13
+        n_warm=10,
+        n_slow=10,
+        n_fast=40,
+        period=10,
+        samples_per_step=8,
+        child_epochs_per_step=0.13,
+        inner_updates=7,
     ),
 }
 
@@ -167,15 +190,25 @@ class ControllerSearch(Strategy):
         cfg, reward = self.config, self._reward_at(unit)
         if cfg.child_epochs_per_step > 0:
             ctx.train_supernet(self._sample_path, cfg.child_epochs_per_step)
-        batch = self._sample(cfg.samples_per_step, ctx.rng)
-        records = ctx.evaluate(batch, phase=reward.phase, step=unit)
-        rewards = [reward.fn(r.value("accuracy"), r.value(ctx.cost)) for r in records]
         self._maybe_restart_baseline(reward)
+        self._update(ctx, reward, unit, record=True)
+        for _ in range(cfg.inner_updates):
+            self._update(ctx, reward, unit, record=False)
+        self.next_unit = unit + 1
+
+    def _update(self, ctx: SearchContext, reward: RewardAt, unit: int, record: bool) -> None:
+        """Sample, score (fully and recorded, or cheaply), one REINFORCE step."""
+        batch = self._sample(self.config.samples_per_step, ctx.rng)
+        if record:
+            records = ctx.evaluate(batch, phase=reward.phase, step=unit)
+        else:
+            records = ctx.evaluate(batch, reward.phase, unit, record=False, cheap=True)
+        rewards = [reward.fn(r.value("accuracy"), r.value(ctx.cost)) for r in records]
         assert self.controller is not None and self.optimizer is not None
         self.last = reinforce_update(
-            self.controller, self.optimizer, batch, rewards, self.baseline, cfg.entropy_weight
-        )
-        self.next_unit = unit + 1
+            self.controller, self.optimizer, batch, rewards, self.baseline,
+            self.config.entropy_weight, self.config.normalise_advantage,
+        )  # fmt: skip
 
     def _start(self, ctx: SearchContext) -> None:
         cfg = self.config

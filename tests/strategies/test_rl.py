@@ -77,6 +77,7 @@ class ToyContext:
         step: int,
         weights: Weights = "current",
         record: bool = True,
+        cheap: bool = False,
     ) -> list[Record]:
         out = []
         for g in genotypes:

@@ -1,0 +1,1 @@
+"""Tabular search: accuracy and device latency looked up in a benchmark table, no training."""
