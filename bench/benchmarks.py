@@ -162,6 +162,16 @@ def beat_mobilenet() -> list[Row]:
              measured, d["met"], "beat_mobilenet.md")]  # fmt: skip
 
 
+def trimmed() -> list[Row]:
+    d = load("trimmed_mobilenet.json")
+    variants = d["rows"][1:]
+    wins = [r for r in variants if r["verdict"] == "faster and as accurate"]
+    measured = f"{len(wins)} of {len(variants)} MobileNetV2@0.5 variants with layers dropped"
+    return [("the mobilenet space holds models faster than MobileNetV2@0.5 and as accurate "
+             "(3 epochs, CPU; informative)", "at least one", measured, bool(wins),
+             "trimmed_mobilenet.md")]  # fmt: skip
+
+
 def scale() -> list[Row]:
     d = load("scale.json")
     ray = {k: v["per_min"] for k, v in d["scoring"].items()}
@@ -188,6 +198,7 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("latency objective under load", latency_stability),
     ("supernet ranking", ranking),
     ("the default search against MobileNetV2@0.5", beat_mobilenet),
+    ("the space against MobileNetV2@0.5", trimmed),
     ("against hand-designed networks", baselines),
     ("strategies", strategies),
     ("latency tables", lut),
@@ -222,6 +233,7 @@ def main() -> None:
         "",
         "Pages: [demo](demo.md), [latency stability](latency_stability.md), "
         "[ranking](ranking_mobilenet.md), [against MobileNetV2@0.5](beat_mobilenet.md), "
+        "[trimmed MobileNetV2@0.5](trimmed_mobilenet.md), "
         "[baselines](baselines.md), [strategies](strategies.md), "
         "[latency tables](latency_tables.md), [CANAS](canas.md), [NAS-Bench-201](nb201.md), "
         "[VGG-Lite](vgg_lite.md), [prebuilt models, INT8 vs FP32](prebuilt.md), "
