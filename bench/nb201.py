@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -98,26 +100,43 @@ def bootstrap(values: list[float], rng: np.random.Generator, stat=np.mean) -> li
     return [float(stat(x)), *(float(v) for v in np.percentile(boot, [2.5, 97.5]))]
 
 
-def run_device(table, device, budgets, seeds, strategies, rng) -> dict:
+_TABLE: BenchmarkTable | None = None  # one per worker process
+
+
+def _cell(job: tuple[str, str, int, int, bool]) -> dict:
+    """One (strategy, device, budget, seed) run, scored in the worker (results pickle)."""
+    global _TABLE
+    name, device, budget, seed, longest = job
+    if _TABLE is None:
+        torch.set_num_threads(1)
+        _TABLE = load_table("nb201")
+    score = FrontScore(_TABLE, device)
+    ctx, strat, stopped, rows = one_run(_TABLE, name, device, budget, seed)
+    out: dict = {"hv": score.of_rows(rows), "stopped": None}
+    if stopped or len(rows) != budget:
+        out["stopped"] = f"{name} {budget} seed {seed}: {stopped}"
+    if longest:
+        out["curve"] = [score.of_rows(rows[:k]) for k in CURVE if k <= budget]
+        out["reach"] = queries_to(score, rows)
+        if name == "cycle-annealing":
+            out["anneal"] = anneal_stats(ctx, strat)
+    return out
+
+
+def run_device(table, device, budgets, seeds, strategies, rng, pool) -> dict:
     score = FrontScore(table, device)
     out: dict = {"hv": {}, "to_level": {}, "curve": {}, "anneal": [], "stopped": []}
     for name in strategies:
         for budget in budgets:
-            hvs, curves, reach = [], [], []
-            for seed in seeds:
-                ctx, strat, stopped, rows = one_run(table, name, device, budget, seed)
-                if stopped or len(rows) != budget:
-                    out["stopped"].append(f"{name} {budget} seed {seed}: {stopped}")
-                hvs.append(score.of_rows(rows))
-                if budget == max(budgets):
-                    curves.append([score.of_rows(rows[:k]) for k in CURVE if k <= budget])
-                    reach.append(queries_to(score, rows))
-                    if name == "cycle-annealing":
-                        out["anneal"].append(anneal_stats(ctx, strat))
+            longest = budget == max(budgets)
+            cells = pool.map(_cell, [(name, device, budget, s, longest) for s in seeds])
+            out["stopped"] += [c["stopped"] for c in cells if c["stopped"]]
+            hvs = [c["hv"] for c in cells]
             out["hv"].setdefault(name, {})[str(budget)] = bootstrap(hvs, rng)
-            if curves:
-                out["curve"][name] = np.mean(curves, axis=0).tolist()
-                out["to_level"][name] = _reach_stats(reach, max(budgets), rng)
+            if longest:
+                out["curve"][name] = np.mean([c["curve"] for c in cells], axis=0).tolist()
+                out["to_level"][name] = _reach_stats([c["reach"] for c in cells], budget, rng)
+                out["anneal"] += [c["anneal"] for c in cells if "anneal" in c]
             print(f"{device:15s} {name:16s} {budget:5d} hv {np.mean(hvs):.4f}", flush=True)
     full = [random_queries_to(score, len(table.accuracy), s) for s in seeds]
     out["to_level"]["random (whole table)"] = _reach_stats(full, len(table.accuracy), rng)
@@ -141,6 +160,7 @@ def main() -> None:
     parser.add_argument("--devices", default=",".join(ALL_DEVICES))
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--out", type=Path, default=DOCS)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     torch.set_num_threads(1)
     table = load_table("nb201")
@@ -148,8 +168,9 @@ def main() -> None:
     seeds = list(range(args.seeds))
     rng = np.random.default_rng(0)
     started = time.monotonic()
-    results = {d: run_device(table, d, budgets, seeds, args.strategies.split(","), rng)
-               for d in args.devices.split(",")}  # fmt: skip
+    with mp.get_context("spawn").Pool(args.workers) as pool:
+        results = {d: run_device(table, d, budgets, seeds, args.strategies.split(","), rng, pool)
+                   for d in args.devices.split(",")}  # fmt: skip
     doc = {
         "command": f"python bench/nb201.py --seeds {args.seeds} --budgets {args.budgets} "
         f"--devices {args.devices} --strategies {args.strategies}",
