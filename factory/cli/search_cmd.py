@@ -23,13 +23,23 @@ def search(
         str,
         typer.Option(help="pnsga3, cycle-annealing, or a baseline: nsga3, mnas, random."),
     ] = "pnsga3",
-    target: Annotated[str, typer.Option(help="Device latency is measured on.")] = "x86-cpu",
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Device latency is measured on.")
+    ] = "x86-cpu",
     dataset: Annotated[
         str, typer.Option(help="fashion-mnist, cifar10 or imagefolder.")
     ] = "fashion-mnist",
     data_root: Annotated[
         Path | None, typer.Option(help="Directory holding the dataset (default: found).")
     ] = None,
+    download: Annotated[
+        bool,
+        typer.Option(
+            "--download",
+            help="Fetch the dataset (into --data-root, else the user cache) if "
+            "it is not on this machine.",
+        ),
+    ] = False,
     objectives: Annotated[
         str,
         typer.Option(help="accuracy followed by costs: latency (ms), macs, params."),
@@ -202,7 +212,9 @@ def search(
     from factory.training import resolve_device
 
     where = resolve_device(device)
-    result = run_search(config, run_dir, resume=resume is not None, quiet=quiet, device=where)
+    result = run_search(
+        config, run_dir, resume=resume is not None, quiet=quiet, device=where, download=download
+    )
     from factory.cli.report_cmd import print_front
 
     print_front(result.run_dir)

@@ -9,9 +9,12 @@ database.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from factory.data import DataSplits
 from factory.progress import make_progress
 from factory.search.checkpoint import (
     flatten_optimizer_state,
@@ -32,12 +36,21 @@ from factory.search.costs import CostModel
 from factory.search.executor import InProcessExecutor
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
 from factory.search.remeasure import remeasure
-from factory.search.store import RunStore, check_resume, load_config, save_config
+from factory.search.store import (
+    CONFIG_NAME,
+    DB_NAME,
+    RunStore,
+    check_resume,
+    load_config,
+    save_config,
+)
+from factory.search.validate import check_run_options, setting_fits, setting_kind
 from factory.spaces import get_space
 from factory.strategies import STRATEGIES
 from factory.strategies.base import Record, Strategy
 from factory.supernet import SupernetTrainConfig, make_optimizer
 from targets import get_target
+from targets.atomic import check_writable_dir
 from targets.errors import UserError
 
 
@@ -66,6 +79,7 @@ def resolve(config: SearchConfig) -> SearchConfig:
         space.parse(name)
     if config.cost not in config.objectives:
         raise UserError(f"--cost {config.cost} must be one of the objectives {config.objectives}")
+    check_run_options(config)
     return dataclasses.replace(config, strategy_config=_jsonable(dataclasses.asdict(strategy_cfg)))
 
 
@@ -95,6 +109,13 @@ def with_settings(strategy_cfg: Any, settings: dict[str, Any]) -> Any:
             f"unknown setting {unknown[0]!r} for {type(strategy_cfg).__name__}; "
             f"valid: {', '.join(sorted(fields))}"
         )
+    hints = typing.get_type_hints(type(strategy_cfg))
+    for key, value in settings.items():
+        if not setting_fits(value, hints.get(key, Any)):
+            raise UserError(
+                f"--set {key}={json.dumps(value)}: {key} takes {setting_kind(hints[key])} "
+                f"(the default is {json.dumps(_jsonable(getattr(strategy_cfg, key)))})"
+            )
     values = _tuples(type(strategy_cfg), dict(settings))
     try:
         return dataclasses.replace(strategy_cfg, **values)
@@ -114,18 +135,16 @@ class _Run:
     """The objects of one run, built from its config."""
 
     def __init__(
-        self, config: SearchConfig, run_dir: Path, store: RunStore, device: torch.device
+        self,
+        config: SearchConfig,
+        run_dir: Path,
+        store: RunStore,
+        device: torch.device,
+        data: DataSplits,
     ) -> None:
-        from factory.data import load_dataset
-
         self.config, self.run_dir, self.store = config, run_dir, store
         self.target = get_target(config.target)
-        self.data = load_dataset(
-            config.dataset,
-            root=Path(config.data_root) if config.data_root else None,
-            seed=config.seed,
-            limit_train=config.train_size,
-        )
+        self.data = data
         self.space = get_space(config.space, self.data.info.input_spec(), config.space_options)
         cls = STRATEGIES.get(config.strategy)
         strategy_cfg = cls.Config(**_tuples(cls.Config, config.strategy_config))
@@ -243,21 +262,53 @@ def run_search(
     resume: bool = False,
     quiet: bool = False,
     device: torch.device | None = None,
+    download: bool = False,
 ) -> RunResult:
     """Run (or continue) a search in `run_dir` and write its front; the supernet trains on
-    `device` (default the CPU)."""
+    `device` (default the CPU). Nothing is written until the config and the data check out."""
     config = resolve(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(run_dir, "--resume" if resume else "--out")
     if resume:
         check_resume(run_dir, config.to_dict())
     elif (run_dir / "config.json").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
-    else:
+    data = load_data(config, download)  # a missing dataset fails before anything is written
+    existed = run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
         save_config(run_dir, config.to_dict())
     with RunStore(run_dir) as store:
-        run = _Run(config, run_dir, store, device or torch.device("cpu"))
-        start = run.restore() if resume else 0
+        try:
+            run = _Run(config, run_dir, store, device or torch.device("cpu"), data)
+            start = run.restore() if resume else 0
+        except BaseException:
+            if not resume:  # a rejected run never blocks the next one with the same --out
+                store.close()
+                _remove_new_run(run_dir, existed)
+            raise
         return _loop(run, start, quiet)
+
+
+def load_data(config: SearchConfig, download: bool = False) -> DataSplits:
+    """The run's dataset splits (`download`: fetch it when it is not on this machine)."""
+    from factory.data import load_dataset
+
+    return load_dataset(
+        config.dataset,
+        root=Path(config.data_root) if config.data_root else None,
+        seed=config.seed,
+        download=download,
+        limit_train=config.train_size,
+    )
+
+
+def _remove_new_run(run_dir: Path, existed: bool) -> None:
+    """Undo what starting a run wrote: its config and database, and the directory if new."""
+    for name in (CONFIG_NAME, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+        (run_dir / name).unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
 
 
 def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
