@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from profilers.agent_client import ENGINE_HEADERS, PROTOCOL, PROTOCOL_HEADER
-from profilers.base import ProfileSettings
+from profilers.base import ProfileSettings, check_input_size
 from profilers.device_info import device_info
 from targets.errors import UserError
 from targets.target import Target
@@ -257,6 +257,10 @@ def _parse_shape(text: str, name: str) -> tuple[int, ...]:
         shape = ()
     if not shape or min(shape) < 1:
         raise HTTPException(400, f"{name} must look like 1x3x224x224, not {text!r}")
+    try:
+        check_input_size(shape, name)
+    except UserError as exc:
+        raise HTTPException(400, _one_line(exc)) from None
     return shape
 
 

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from targets.atomic import check_writable_dir
 from targets.errors import UserError
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def export(
     chosen_formats = parse_formats(formats)
     chosen_targets = _targets(target)
     check_request(chosen_formats, chosen_targets)
-    out_dir = out if out is not None else run / "export"
+    out_dir = check_writable_dir(out if out is not None else run / "export", "--out")
     opened = open_run(run)
     candidates = resolve_candidates(run, opened.space, list(candidate or []), pareto)
     prefix = name_prefix if name_prefix is not None else _default_prefix(opened)

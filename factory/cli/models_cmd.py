@@ -87,8 +87,10 @@ def pull(
     target: Annotated[
         str | None,
         typer.Option(
+            "--target",
+            "-t",
             help="Prepare it for this target: a TensorRT target gets its engine, "
-            "built on the target itself (its agent, or this machine's GPU)."
+            "built on the target itself (its agent, or this machine's GPU).",
         ),
     ] = None,
     registry: Annotated[str | None, typer.Option(help=REGISTRY_HELP)] = None,
@@ -103,6 +105,10 @@ def pull(
             "torchvision) or random ones.",
         ),
     ] = True,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace OUT/NAME even if its files were changed."),
+    ] = False,
 ) -> None:
     """Download a model into the user cache, verifying every file's sha256 before anything
     uses it; a torchvision recipe is exported here instead."""
@@ -113,7 +119,13 @@ def pull(
             status.update(f"pulling {ref}: {label}")
 
         pulled = pull_model(
-            ref, registry, target=target, out=out, pretrained=pretrained, progress=progress
+            ref,
+            registry,
+            target=target,
+            out=out,
+            pretrained=pretrained,
+            progress=progress,
+            force=force,
         )
     print_pulled(pulled)
 

@@ -20,6 +20,7 @@ from rich.table import Table
 
 import targets
 from factory.cli.errors import UserErrorGroup
+from profilers.base import check_input_size
 from profilers.onnx_costs import onnx_macs, onnx_params, read_onnx
 from targets.errors import UserError
 
@@ -76,6 +77,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
         dims = ()
     if len(dims) not in (3, 4) or min(dims) < 1:
         raise UserError(f"input shape must look like CxHxW or NxCxHxW, e.g. 1x28x28, not {text!r}")
+    check_input_size(dims)
     return dims if len(dims) == 4 else (1, *dims)
 
 

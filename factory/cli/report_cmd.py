@@ -100,6 +100,8 @@ def report(
     --markdown write a report page with plots."""
     if out is not None and not markdown:
         raise UserError("--out is where --markdown writes its page; add --markdown")
+    if as_json and markdown:
+        raise UserError("--json prints the front and --markdown writes a page; choose one")
     if markdown:
         typer.echo(str(write_report(run, out)))
         return

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from profilers.base import check_input_size
 from targets.errors import UserError
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
         dims = ()
     if len(dims) != 3 or min(dims) < 1:
         raise UserError(f"input shape must look like CxHxW, e.g. 1x28x28, not {text!r}")
+    check_input_size(dims)
     return dims  # type: ignore[return-value]
 
 
