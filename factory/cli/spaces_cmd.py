@@ -39,15 +39,32 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
 
 
 @app.callback()
-def list_spaces(ctx: typer.Context) -> None:
+def list_spaces(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """List the registered search spaces."""
     if ctx.invoked_subcommand is not None:
         return
     from factory.spaces import SPACES, get_space
 
+    spaces = [get_space(name) for name in SPACES.names()]
+    if as_json:
+        rows = [
+            {
+                "name": space.name,
+                "decisions": len(space.choices()),
+                "options_per_decision": [min(space.choices()), max(space.choices())],
+                "genotypes": space.size(),
+                "manual": list(space.manual()),
+            }
+            for space in spaces
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
     table = Table("name", "decisions", "options per decision", "genotypes", "manual architectures")
-    for name in SPACES.names():
-        space = get_space(name)
+    for space in spaces:
+        name = space.name
         choices = space.choices()
         table.add_row(
             name,

@@ -88,9 +88,8 @@ def train(
         int, typer.Option(help="Seed of the initial weights, batch order and augmentation.")
     ] = 0,
     threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="CPU threads for torch (default: torch's choice)."),
-    ] = None,
+        int, typer.Option(min=0, help="CPU threads for torch (0: torch's default).")
+    ] = 0,
     device: Annotated[
         str,
         typer.Option(
@@ -135,7 +134,7 @@ def train(
         lr=lr if lr is not None else default_lr * batch_size / 128,
         erase_p=erase,
     )
-    if threads is not None:
+    if threads:
         torch.set_num_threads(threads)
     where = resolve_device(device)
     opened = open_run(run)

@@ -78,7 +78,10 @@ def resolve(config: SearchConfig) -> SearchConfig:
     for name in config.init:
         space.parse(name)
     if config.cost not in config.objectives:
-        raise UserError(f"--cost {config.cost} must be one of the objectives {config.objectives}")
+        raise UserError(
+            f"--cost {config.cost} is not one of the objectives ({', '.join(config.objectives)}); "
+            f"add it: --objectives {','.join((*config.objectives, config.cost))}"
+        )
     check_run_options(config)
     return dataclasses.replace(config, strategy_config=_jsonable(dataclasses.asdict(strategy_cfg)))
 
