@@ -17,7 +17,7 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
 from typer.core import TyperGroup
 
-from targets.errors import UserError
+from targets.errors import Terminated, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -29,11 +29,6 @@ _PATH_ERRORS = (
     NotADirectoryError,
     PermissionError,
 )
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived: unwinds like KeyboardInterrupt (a BaseException, so `except
-    Exception` never swallows it)."""
 
 
 def fail(message: str) -> None:

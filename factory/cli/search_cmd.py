@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
-from factory.cli.errors import fail
+from factory.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, fail
 
 PRESETS = ("quick", "gpu", "paper")
+EXIT_CODES = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}
 QUICK_TRAIN_SIZE = 8000  # the quick preset's training images; gpu and paper use them all
 
 
@@ -215,17 +216,25 @@ def search(
     result = run_search(
         config, run_dir, resume=resume is not None, quiet=quiet, device=where, download=download
     )
+    if result.finished_before:
+        typer.echo(
+            f"{result.run_dir} already finished ({result.units_done}/{result.total_units} "
+            f"units, {result.evaluations} evaluations); nothing to do. Its front: factory "
+            f"report {result.run_dir}"
+        )
+        return
     from factory.cli.report_cmd import print_front
 
     print_front(result.run_dir)
     if result.stopped:
+        kept = f", keeping {result.kept}" if result.kept else ""
         typer.echo(
-            f"stopped ({result.stopped}) after {result.units_done}/{result.total_units} units; "
-            f"continue with: factory search --resume {result.run_dir}",
+            f"stopped ({result.stopped}) after {result.units_done}/{result.total_units} units"
+            f"{kept}; continue with: factory search --resume {result.run_dir}",
             err=True,
         )
-        if result.stopped == "interrupted":
-            raise typer.Exit(130)
+        if result.stopped in EXIT_CODES:
+            raise typer.Exit(EXIT_CODES[result.stopped])
 
 
 _PARAM_OF = {

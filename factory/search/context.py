@@ -7,6 +7,7 @@ taken from the database instead of being recomputed, so nothing is measured twic
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -20,6 +21,7 @@ import torch
 from factory.data import DataSplits, iterate_batches, num_batches
 from factory.search.costs import CostModel, estimate_cost_range
 from factory.search.executor import Executor
+from factory.search.interrupt import StopSignals, UnitJournal
 from factory.spaces.base import Genotype, SearchSpace, Supernet
 from factory.strategies.base import PathSource, Record, Weights
 from factory.supernet import SupernetTrainConfig, evaluate_genotype, train_epoch
@@ -72,6 +74,9 @@ class RunContext:
         self.elapsed_offset = 0.0
         self.started = time.monotonic()
         self.progress = None  # a rich Progress, set by the runner
+        self.signals: StopSignals | None = None  # set by the runner while its loop runs
+        self.journal = UnitJournal()  # what the current unit has done
+        self.resumed = UnitJournal()  # what it had done before a resume (skipped)
         val = data.val
         if settings.val_size is not None and settings.val_size < len(val):
             val = val.subset(torch.arange(settings.val_size))
@@ -81,17 +86,32 @@ class RunContext:
     def train_supernet(self, paths: PathSource = None, epochs: float = 1.0) -> float:
         per_epoch = num_batches(self.data.train, self.settings.batch_size, drop_last=True)
         steps = max(1, math.ceil(epochs * per_epoch))
-        stats = train_epoch(
-            self.space,
-            self.supernet,
-            itertools.islice(self._endless_batches(), steps),
-            self.optimizer,
-            self.train_cfg,
-            self.rng,
-            paths,
-            progress=self.progress,
-            total=steps,
-        )
+        earlier = self.resumed.call(len(self.journal.calls))
+        if earlier is not None:  # the same batch order as before the interruption
+            self.torch_gen.set_state(earlier.torch_start)
+        call = self.journal.start_call(self.torch_gen, self.rng)
+        batches = self._endless_batches()
+        if earlier is not None and earlier.steps:  # trained before: skip, keep the draws
+            for _ in itertools.islice(batches, earlier.steps):
+                pass
+            self.rng.bit_generator.state = earlier.numpy_state
+            call.steps, call.numpy_state = earlier.steps, earlier.numpy_state
+        todo = steps - call.steps
+        if todo <= 0:
+            return call.loss
+        with self._deferred():
+            stats = train_epoch(
+                self.space,
+                self.supernet,
+                self.journal.counted(call, itertools.islice(batches, todo), self.rng, self._check),
+                self.optimizer,
+                self.train_cfg,
+                self.rng,
+                paths,
+                progress=self.progress,
+                total=todo,
+            )
+        call.loss = stats.loss
         return stats.loss
 
     def evaluate(
@@ -105,12 +125,17 @@ class RunContext:
         net = self.supernet if weights == "current" else self.previous
         if net is None:
             raise RuntimeError("evaluate(weights='previous') before snapshot_weights()")
-        return self.executor.map(
-            lambda g: self._evaluate_one(net, g, phase, step, record), genotypes
-        )
+        with self._deferred():
+            return self.executor.map(
+                lambda g: self._evaluate_one(net, g, phase, step, record), genotypes
+            )
 
     def snapshot_weights(self) -> None:
-        self.previous = copy.deepcopy(self.supernet)
+        with self._deferred():
+            taken = self.journal.snapshots + 1
+            if taken > self.resumed.snapshots:  # else the partial checkpoint restored it
+                self.previous = copy.deepcopy(self.supernet)
+            self.journal.snapshots = taken
 
     def cost_range(self) -> tuple[float, float]:
         """(F_min, F_max): the user's, else the range over the manual architectures and 20
@@ -129,6 +154,18 @@ class RunContext:
         return len(self._val)
 
     # --- helpers ------------------------------------------------------------------------
+    def begin_unit(self, resumed: UnitJournal | None = None) -> None:
+        """A new unit starts (`resumed`: what it had done before an interruption)."""
+        self.journal = UnitJournal()
+        self.resumed = resumed or UnitJournal()
+
+    def _deferred(self) -> contextlib.AbstractContextManager[None]:
+        return self.signals.deferring() if self.signals else contextlib.nullcontext()
+
+    def _check(self) -> None:
+        if self.signals is not None:
+            self.signals.check()
+
     def elapsed(self) -> float:
         return self.elapsed_offset + time.monotonic() - self.started
 
@@ -151,6 +188,7 @@ class RunContext:
         )
 
     def _evaluate_one(self, net: Supernet, g: Genotype, phase: str, step: int, record: bool):
+        self._check()  # a safe point: every evaluation so far is in the database
         arch_id = self.space.arch_id(g)
         if record and (arch_id, phase, step) in self.replay:
             return self.replay[(arch_id, phase, step)]

@@ -9,7 +9,6 @@ database.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -34,11 +33,18 @@ from factory.search.config import SearchConfig
 from factory.search.context import EvalSettings, RunContext
 from factory.search.costs import CostModel
 from factory.search.executor import InProcessExecutor
+from factory.search.interrupt import (
+    STOP_REASONS,
+    RunInterrupted,
+    StopSignals,
+    UnitJournal,
+    UnitStart,
+    stop_reason,
+)
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
 from factory.search.remeasure import remeasure
+from factory.search.rundir import finished_run, load_data, remove_new_run
 from factory.search.store import (
-    CONFIG_NAME,
-    DB_NAME,
     RunStore,
     check_resume,
     load_config,
@@ -51,7 +57,7 @@ from factory.strategies.base import Record, Strategy
 from factory.supernet import SupernetTrainConfig, make_optimizer
 from targets import get_target
 from targets.atomic import check_writable_dir
-from targets.errors import UserError
+from targets.errors import Terminated, UserError
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class RunResult:
     total_units: int
     evaluations: int
     stopped: str | None  # None: finished; otherwise why it stopped early
+    kept: str = ""  # what a partial checkpoint kept of the unit under way
+    finished_before: bool = False  # `--resume` of a run that had already finished
 
 
 def resolve(config: SearchConfig) -> SearchConfig:
@@ -167,6 +175,7 @@ class _Run:
         init = [self.space.parse(name) for name in config.init]
         self.strategy: Strategy = cls(self.space, strategy_cfg, init)
         costs = CostModel(self.space, self.target, config.objectives[1:], config.latency_mode)
+        self.resumed = UnitJournal()  # what a partial checkpoint kept of its unit
         self.ctx = RunContext(
             space=self.space,
             supernet=self.supernet,
@@ -189,18 +198,24 @@ class _Run:
             f_range=(config.f_min, config.f_max),
         )
 
-    def checkpoint(self, unit: int) -> None:
-        state = self.strategy.state_dict()
+    def checkpoint(self, unit: int, start: UnitStart | None = None) -> None:
+        """Checkpoint after `unit`; with `start` (the next unit's starting state), a partial
+        one: that state plus the weights and journal of the unit under way."""
+        start = start or UnitStart.capture(self.strategy, self.ctx)
+        state = dict(start.strategy)
         strategy_tensors = state.pop("tensors", {})
         opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
         tensors = {
             "supernet": self.supernet.state_dict(),
             "optimizer": opt_tensors,
             "strategy": strategy_tensors,
-            "rng": {"torch": self.ctx.torch_gen.get_state()},
+            "rng": {"torch": start.torch_rng},
         }
         if self.ctx.previous is not None:
             tensors["previous"] = self.ctx.previous.state_dict()
+        extra: dict[str, Any] = {}
+        if start.partial:
+            tensors["journal"], extra["partial"] = self.ctx.journal.to_checkpoint()
         save_checkpoint(
             self.run_dir,
             unit,
@@ -208,9 +223,10 @@ class _Run:
             {
                 "strategy": state,
                 "optimizer": opt_meta,
-                "numpy_rng": self.ctx.rng.bit_generator.state,
+                "numpy_rng": start.numpy_rng,
                 "elapsed_s": self.ctx.elapsed(),
-                "f_range": list(self.ctx.f_range),
+                "f_range": start.f_range,
+                **extra,
             },
         )
 
@@ -240,6 +256,9 @@ class _Run:
                 assert self.ctx.previous is not None
                 self.ctx.previous.load_state_dict(ckpt.tensors["previous"])
             start = ckpt.unit + 1
+            if "partial" in ckpt.state:  # stopped inside unit `start`: keep what it did
+                journal = ckpt.tensors.get("journal", {})
+                self.resumed = UnitJournal.from_checkpoint(journal, ckpt.state["partial"])
         self.ctx.replay = {(r.arch_id, r.phase, r.step): r for r in records if r.step >= start}
         return start
 
@@ -273,6 +292,8 @@ def run_search(
     check_writable_dir(run_dir, "--resume" if resume else "--out")
     if resume:
         check_resume(run_dir, config.to_dict())
+        if (done := finished_run(run_dir)) is not None:
+            return done  # says so; nothing is measured or rewritten again
     elif (run_dir / "config.json").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
     data = load_data(config, download)  # a missing dataset fails before anything is written
@@ -287,58 +308,47 @@ def run_search(
         except BaseException:
             if not resume:  # a rejected run never blocks the next one with the same --out
                 store.close()
-                _remove_new_run(run_dir, existed)
+                remove_new_run(run_dir, existed)
             raise
         return _loop(run, start, quiet)
-
-
-def load_data(config: SearchConfig, download: bool = False) -> DataSplits:
-    """The run's dataset splits (`download`: fetch it when it is not on this machine)."""
-    from factory.data import load_dataset
-
-    return load_dataset(
-        config.dataset,
-        root=Path(config.data_root) if config.data_root else None,
-        seed=config.seed,
-        download=download,
-        limit_train=config.train_size,
-    )
-
-
-def _remove_new_run(run_dir: Path, existed: bool) -> None:
-    """Undo what starting a run wrote: its config and database, and the directory if new."""
-    for name in (CONFIG_NAME, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
-        (run_dir / name).unlink(missing_ok=True)
-    if not existed:
-        with contextlib.suppress(OSError):
-            run_dir.rmdir()
 
 
 def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     total = run.strategy.total_units()
     budget = run.config.time_budget_s
     stopped: str | None = None
-    unit = start
+    unit, kept = start, ""
     floor = _chance_floor(run)
-    with make_progress(disable=quiet) as progress:
-        run.ctx.progress = progress
+    with StopSignals() as signals, make_progress(disable=quiet) as progress:
+        run.ctx.progress, run.ctx.signals = progress, signals
         task = progress.add_task(
             f"{run.config.strategy} on {run.config.space}", total=total, completed=start, status=""
         )
+        begun: UnitStart | None = None
         try:
             while unit < total:
+                signals.check()
                 if budget is not None and run.ctx.elapsed() >= budget:
                     stopped = f"time budget of {budget:.0f} s reached"
                     break
+                begun = UnitStart.capture(run.strategy, run.ctx, partial=True)
+                run.ctx.begin_unit(run.resumed if unit == start else None)
                 run.strategy.run_unit(run.ctx, unit)
-                run.checkpoint(unit)
-                unit += 1
+                with signals.deferring():
+                    run.checkpoint(unit)
+                    unit, begun = unit + 1, None
                 front = pareto_front(run.store.records(), run.config.objectives, floor)
                 progress.update(task, advance=1, status=f"front {len(front)}")
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-        run.ctx.progress = None
-    refs = run.references() if stopped != "interrupted" else {}
+        except (RunInterrupted, KeyboardInterrupt, Terminated) as exc:
+            stopped = stop_reason(exc)
+            kept = _keep_partial(run, unit, begun)
+        run.ctx.progress = run.ctx.signals = None
+    refs: dict[str, Record] = {}
+    if stopped not in STOP_REASONS:
+        try:
+            refs = run.references()
+        except (KeyboardInterrupt, Terminated) as exc:
+            stopped = stop_reason(exc)
     records = run.store.records()
     meta = {
         "space": run.config.space,
@@ -347,14 +357,37 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         "units_done": unit,
         "total_units": total,
         "stopped": stopped,
+        "floor": {"num_classes": floor.num_classes, "val_images": floor.val_images},
         "latency_objective": run.ctx.costs.describe_latency(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    front = write_outputs(
+    try:
+        front = _write(run, records, refs, meta, floor)
+    except (KeyboardInterrupt, Terminated) as exc:  # in the final re-measurement: skip it
+        meta["stopped"] = stopped = stop_reason(exc)
+        front = _write(run, records, refs, meta, floor)
+    return RunResult(run.run_dir, front, unit, total, len(records), stopped, kept)
+
+
+def _write(
+    run: _Run, records: list[Record], refs: dict[str, Record], meta: dict, floor: ChanceFloor
+) -> list[Record]:
+    return write_outputs(
         run.run_dir, records, run.config.objectives, run.space.format, refs, meta,
-        floor=floor, remeasure=_final_latency(run, stopped),
+        floor=floor, remeasure=_final_latency(run, meta["stopped"]),
     )  # fmt: skip
-    return RunResult(run.run_dir, front, unit, total, len(records), stopped)
+
+
+def _keep_partial(run: _Run, unit: int, begun: UnitStart | None) -> str:
+    """Checkpoint the unit under way (weights, journal) unless it did nothing or stopped in
+    the middle of an optimizer step; says what was kept."""
+    if begun is None or run.ctx.journal.in_step:
+        return ""
+    steps, evaluations = run.ctx.journal.steps, run.store.count() - begun.evaluations
+    if not steps and not evaluations:
+        return ""
+    run.checkpoint(unit - 1, begun)
+    return f"{steps} supernet steps and {evaluations} evaluations of unit {unit + 1}"
 
 
 def _chance_floor(run: _Run) -> ChanceFloor:
@@ -364,7 +397,7 @@ def _chance_floor(run: _Run) -> ChanceFloor:
 
 def _final_latency(run: _Run, stopped: str | None) -> Remeasure:
     """The front's careful re-measurement (skipped after Ctrl-C: the user is waiting)."""
-    skip = "the run was interrupted" if stopped == "interrupted" else None
+    skip = f"the run was {stopped}" if stopped in STOP_REASONS else None
     return functools.partial(remeasure, run.space, run.target, run.config.objectives, skip=skip)
 
 
