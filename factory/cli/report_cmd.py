@@ -11,13 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from factory.run_report import FORMATS, load_pareto, write_report
+from factory.run_report import FORMATS, write_report
 from targets.errors import UserError
 
 
 def print_front(run_dir: Path) -> None:
-    """Print the front of a run as a table."""
-    doc = load_pareto(run_dir)
+    """Print the front of a run as a table (recomputed when pareto.json is behind the
+    run's database, as after a SIGKILL)."""
+    from factory.search.refresh import current_front
+
+    doc = current_front(run_dir)
     objectives = doc["objectives"]
     rows = [*doc["front"], *doc.get("references", {}).values()]
     final = any("latency_ms_final" in r for r in rows)  # the careful re-measurement
@@ -59,7 +62,7 @@ def _final(row: dict) -> str:
 def front_notes(doc: dict) -> list[str]:
     """One line each: candidates kept off the front as chance-level, and how far the
     latency objective strays from the final re-measurement (or why there is none)."""
-    lines = []
+    lines = [f"{doc['stale']}: front recomputed from evaluations.sqlite"] if "stale" in doc else []
     dropped = doc.get("dropped") or {}
     if dropped.get("count"):
         lines.append(
@@ -106,6 +109,8 @@ def report(
         typer.echo(str(write_report(run, out)))
         return
     if as_json:
-        typer.echo(json.dumps(load_pareto(run), indent=2))
+        from factory.search.refresh import current_front
+
+        typer.echo(json.dumps(current_front(run), indent=2))
         return
     print_front(run)
