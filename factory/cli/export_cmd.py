@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from factory.cli.tables import Column, print_fitted
 from targets.atomic import check_writable_dir
 from targets.errors import UserError
 
@@ -221,28 +221,33 @@ def _run_text(run: Path) -> str:
 
 
 def _report(bundles: list[Bundle], quiet: bool) -> None:
+    """One table per bundle, titled with its name: whole at any width."""
     console = Console()
     if quiet:
         for b in bundles:
             console.print(str(b.path), soft_wrap=True)
         return
-    table = Table(title="Exported bundles")
-    for col in ("Model", "File", "Test acc", "Latency median", "Size"):
-        table.add_column(col, justify="left" if col in ("Model", "File") else "right")
     for b in bundles:
         m = b.manifest
+        targets = list(dict.fromkeys(e.target for e in m.latency))
+        columns = [
+            Column("file", key=True),
+            Column("test acc", key=True, justify="right"),
+            *(Column(f"{t} ms", key=True, justify="right") for t in targets),
+            Column("size", justify="right"),
+        ]
+        rows = []
         for f in m.files:
             if f.kind == "card":
                 continue
             acc = m.metrics.get(f.path)
-            lat = [f"{e.median_ms:.3f} ms ({e.target})" for e in m.latency if e.artifact == f.path]
-            table.add_row(
-                m.name,
+            ms = {e.target: f"{e.median_ms:.3f}" for e in m.latency if e.artifact == f.path}
+            rows.append([
                 f.path,
                 f"{100 * acc.test_accuracy:.2f} %" if acc else "-",
-                ", ".join(lat) or "-",
+                *(ms.get(t, "-") for t in targets),
                 f"{f.bytes / 1024:.0f} KiB",
-            )
-    console.print(table)
-    for b in bundles:
+            ])  # fmt: skip
+        where = str(b.path / "manifest.json")
+        print_fitted(console, columns, rows, where, title=m.name, title_justify="left")
         console.print(f"{b.path}  (parity vs torch {b.parity_max_abs_diff:.1e})", soft_wrap=True)

@@ -24,6 +24,7 @@ app = typer.Typer(
     cls=UserErrorGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: wraps at any width, never cuts an option name
     help="Edge Model Factory: find, measure and export lightweight models for a target device.",
 )
 app.add_typer(targets_cmd.app, name="targets")

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from factory.cli.tables import Column, fitted
 from factory.run_report import FORMATS, write_report
 from targets.errors import UserError
 
@@ -22,36 +22,41 @@ def print_front(run_dir: Path) -> None:
 
     doc = current_front(run_dir)
     objectives = doc["objectives"]
-    rows = [*doc["front"], *doc.get("references", {}).values()]
-    final = any("latency_ms_final" in r for r in rows)  # the careful re-measurement
-    table = Table(
-        "arch_id",
-        *objectives,
-        *(["final ms"] if final else []),
-        "found",
-        "genotype",
-        title=f"{run_dir}: front of {len(doc['front'])} / {doc['architectures']} architectures "
-        f"({doc['evaluations']} evaluations)",
+    refs = doc.get("references", {})
+    final = any("latency_ms_final" in r for r in [*doc["front"], *refs.values()])
+    columns = [
+        Column("arch_id", key=True),
+        *(Column(o, key=True) for o in objectives),
+        *([Column("final ms", priority=1)] if final else []),
+        Column("found"),
+        Column("genotype", priority=2),
+    ]
+    rows = [[row["arch_id"], *_cells(row, objectives, final), f"{row['phase']} {row['step']}",
+             row["genotype"]] for row in doc["front"]]  # fmt: skip
+    for name, row in refs.items():
+        cells = [name, *_cells(row, objectives, final), "manual", row["genotype"]]
+        rows.append([f"[dim]{c}[/dim]" for c in cells])
+    title = (
+        f"{run_dir}: front of {len(doc['front'])} / {doc['architectures']} architectures "
+        f"({doc['evaluations']} evaluations)"
     )
-    for row in doc["front"]:
-        table.add_row(
-            row["arch_id"],
-            *(FORMATS[o](row[o]) for o in objectives),
-            *([_final(row)] if final else []),
-            f"{row['phase']} {row['step']}",
-            row["genotype"],
+    out = Console()
+    table, dropped = fitted(columns, rows, out.width, title=title)
+    out.print(table)
+    if "genotype" in dropped:  # too wide to sit beside the rest: one whole line each
+        for row in rows:
+            out.print(f"{row[0]}  {row[-1]}", soft_wrap=True)
+    if hidden := [d for d in dropped if d != "genotype"]:
+        note = (
+            f"(not shown at this width: {', '.join(hidden)}; see factory report {run_dir} --json)"
         )
-    for name, row in doc.get("references", {}).items():
-        table.add_row(
-            f"[dim]{name}[/dim]",
-            *(f"[dim]{FORMATS[o](row[o])}[/dim]" for o in objectives),
-            *([f"[dim]{_final(row)}[/dim]"] if final else []),
-            "[dim]manual[/dim]",
-            f"[dim]{row['genotype']}[/dim]",
-        )
-    Console().print(table)
+        out.print(note, soft_wrap=True)
     for line in front_notes(doc):
         typer.echo(line)
+
+
+def _cells(row: dict, objectives: list[str], final: bool) -> list[str]:
+    return [*(FORMATS[o](row[o]) for o in objectives), *([_final(row)] if final else [])]
 
 
 def _final(row: dict) -> str:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from factory.cli.tables import Column, fitted
 from profilers.base import check_input_size
 from targets.errors import UserError
 
@@ -62,18 +63,23 @@ def list_spaces(
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "decisions", "options per decision", "genotypes", "manual architectures")
-    for space in spaces:
-        name = space.name
-        choices = space.choices()
-        table.add_row(
-            name,
-            str(len(choices)),
-            f"{min(choices)}–{max(choices)}",
-            f"{space.size():.2e}",
-            ", ".join(space.manual()),
-        )
-    console().print(table)
+    rows = [
+        [s.name, ", ".join(s.manual()), str(len(s.choices())), f"{s.size():.2e}",
+         f"{min(s.choices())}–{max(s.choices())}"]
+        for s in spaces
+    ]  # fmt: skip
+    columns = (
+        Column("name", key=True),
+        Column("manual architectures", key=True, wrap=True),
+        Column("decisions"),
+        Column("genotypes"),
+        Column("options per decision"),
+    )
+    out = console()
+    table, dropped = fitted(columns, rows, out.width)
+    out.print(table)
+    if dropped:
+        out.print(f"(not shown at this width: {', '.join(dropped)}; see factory spaces --json)")
 
 
 def _report(space: SearchSpace, label: str, g: Genotype) -> dict[str, object]:
