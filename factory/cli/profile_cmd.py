@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 import targets
+from factory.cli import examples as ex
 from factory.cli.errors import UserErrorGroup
 from profilers.base import check_input_size
 from profilers.onnx_costs import onnx_macs, onnx_params, read_onnx
@@ -53,9 +54,12 @@ app = typer.Typer(
         "\n\n"
         "factory profile lut build|validate --space S --target T: latency lookup tables."
     ),
+    epilog=ex.PROFILE,
 )
 lut_app = typer.Typer(
-    no_args_is_help=True, help="Latency lookup tables: per space and target, with their error."
+    no_args_is_help=True,
+    help="Latency lookup tables: per space and target, with their error.",
+    epilog=ex.LUT,
 )
 app.add_typer(lut_app, name="lut")
 
@@ -95,7 +99,7 @@ class LoadedModel:
     note: str | None = None
 
 
-@app.command(MODEL_COMMAND, hidden=True)
+@app.command(MODEL_COMMAND, hidden=True, epilog=ex.PROFILE_MODEL)
 def profile_model(
     model: Annotated[
         str, typer.Argument(help="A .onnx file, torchvision:NAME, or SPACE:GENOTYPE.")
@@ -253,7 +257,7 @@ def _setup(space: str, target: str, input_shape: str, classes: int) -> tuple[Any
     return space_for(space, parse_input_shape(input_shape), classes), targets.get_target(target)
 
 
-@lut_app.command("build")
+@lut_app.command("build", epilog=ex.LUT_BUILD)
 def lut_build(
     space: SpaceOpt,
     target: TargetOpt = targets.DEFAULT_TARGET,
@@ -349,7 +353,7 @@ def _print_table_summary(summary: dict[str, Any], settings: LutSettings) -> None
         )
 
 
-@lut_app.command("validate")
+@lut_app.command("validate", epilog=ex.LUT_VALIDATE)
 def lut_validate(
     space: SpaceOpt,
     target: TargetOpt = targets.DEFAULT_TARGET,

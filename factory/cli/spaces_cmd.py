@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from factory.cli import examples as ex
 from factory.cli.tables import Column, fitted
 from profilers.base import check_input_size
 from targets.errors import UserError
@@ -19,7 +20,9 @@ from targets.errors import UserError
 if TYPE_CHECKING:
     from factory.spaces import Genotype, SearchSpace
 
-app = typer.Typer(help="List and inspect search spaces.", invoke_without_command=True)
+app = typer.Typer(
+    help="List and inspect search spaces.", invoke_without_command=True, epilog=ex.SPACES
+)
 
 
 def console() -> Console:
@@ -110,7 +113,7 @@ def _print(item: dict[str, object]) -> None:
     )
 
 
-@app.command("show")
+@app.command("show", epilog=ex.SPACES_SHOW)
 def show(
     name: Annotated[str, typer.Argument(help="Space name (see `factory spaces`).")],
     sample: Annotated[

@@ -11,9 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 import targets
+from factory.cli import examples as ex
 from factory.cli.tables import Column, print_fitted
 
-app = typer.Typer(help="List and inspect target devices.", invoke_without_command=True)
+app = typer.Typer(
+    help="List and inspect target devices.", invoke_without_command=True, epilog=ex.TARGETS
+)
 
 
 COLUMNS = (
@@ -55,7 +58,7 @@ def list_targets(
     out.print("Details: factory targets show NAME")
 
 
-@app.command("show")
+@app.command("show", epilog=ex.TARGETS_SHOW)
 def show(
     name: Annotated[str, typer.Argument(help="Target name or alias, e.g. x86-cpu or jetson.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
