@@ -51,7 +51,7 @@ def running_agent(tmp: Path, token: str, *extra_args: str) -> Iterator[str]:
     proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, tmp / "agent.log", timeout_s=30)
+        wait_ready(url, proc, tmp / "agent.log", timeout_s=300)  # a hang guard
         yield url
     finally:
         proc.terminate()
