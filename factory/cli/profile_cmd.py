@@ -125,13 +125,17 @@ def profile_model(
     is '-'-joined choice indices or a manual architecture's name (e.g. mobilenet:mobilenet_v2@0.5).
     For ONNX files MACs are counted from the graph (Conv, ConvTranspose, Gemm, MatMul).
     """
+    from factory.progress import status
     from profilers.base import ProfileSettings
     from profilers.remote import profiler_for
 
     chosen = targets.get_target(target)
     settings = ProfileSettings(warmup_ms, min_duration_ms, min_iters, per_op=per_op)
-    loaded = load_model(model, input_shape, classes)
-    m = profiler_for(chosen).profile(loaded.onnx, chosen, loaded.input_shape, settings)
+    with status(f"{model}: building and counting MACs"):
+        loaded = load_model(model, input_shape, classes)
+    seconds = (warmup_ms + min_duration_ms) / 1000 * (2 if per_op else 1)
+    with status(f"{model}: timing on {chosen.name} (about {seconds:.1f} s or more)"):
+        m = profiler_for(chosen).profile(loaded.onnx, chosen, loaded.input_shape, settings)
     if loaded.macs is None:  # an ONNX file: counted from its graph at the timed shape
         loaded.macs, loaded.note = onnx_macs(read_onnx(loaded.onnx), m.input_shape)
     result = profile_result(model, loaded, m)

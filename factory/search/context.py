@@ -125,10 +125,21 @@ class RunContext:
         net = self.supernet if weights == "current" else self.previous
         if net is None:
             raise RuntimeError("evaluate(weights='previous') before snapshot_weights()")
-        with self._deferred():
-            return self.executor.map(
-                lambda g: self._evaluate_one(net, g, phase, step, record), genotypes
-            )
+        bar = self.progress
+        task = bar.add_task(f"evaluate ({phase})", total=len(genotypes), status="") if bar else None
+
+        def one(g: Genotype) -> Record:
+            rec = self._evaluate_one(net, g, phase, step, record)
+            if bar is not None and task is not None:
+                bar.update(task, advance=1, status=f"acc {100 * rec.value('accuracy'):.1f} %")
+            return rec
+
+        try:
+            with self._deferred():
+                return self.executor.map(one, genotypes)
+        finally:
+            if bar is not None and task is not None:
+                bar.remove_task(task)
 
     def snapshot_weights(self) -> None:
         with self._deferred():

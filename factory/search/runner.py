@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from factory.data import DataSplits
-from factory.progress import make_progress
+from factory.progress import make_progress, status
 from factory.search.checkpoint import (
     flatten_optimizer_state,
     load_checkpoint,
@@ -322,8 +322,9 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     with StopSignals() as signals, make_progress(disable=quiet) as progress:
         run.ctx.progress, run.ctx.signals = progress, signals
         task = progress.add_task(
-            f"{run.config.strategy} on {run.config.space}", total=total, completed=start, status=""
-        )
+            f"{run.config.strategy} on {run.config.space}",
+            total=total, completed=start, status="", start=start,
+        )  # fmt: skip
         begun: UnitStart | None = None
         try:
             while unit < total:
@@ -346,9 +347,11 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     refs: dict[str, Record] = {}
     if stopped not in STOP_REASONS:
         try:
-            refs = run.references()
+            with make_progress(disable=quiet) as run.ctx.progress:
+                refs = run.references()
         except (KeyboardInterrupt, Terminated) as exc:
             stopped = stop_reason(exc)
+        run.ctx.progress = None
     records = run.store.records()
     meta = {
         "space": run.config.space,
@@ -362,7 +365,8 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     try:
-        front = _write(run, records, refs, meta, floor)
+        with status("writing the front (and re-measuring its latency)", quiet):
+            front = _write(run, records, refs, meta, floor)
     except (KeyboardInterrupt, Terminated) as exc:  # in the final re-measurement: skip it
         meta["stopped"] = stopped = stop_reason(exc)
         front = _write(run, records, refs, meta, floor)
