@@ -9,6 +9,7 @@ pareto.json itself.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,12 @@ from factory.search.store import DB_NAME, RunStore
 
 
 def recorded(run_dir: Path) -> int | None:
-    """Evaluations in the run's database (None: it has none), read without writing."""
+    """Evaluations in the run's database (None: it has none or cannot be read)."""
     path = Path(run_dir) / DB_NAME
     if not path.is_file():
         return None
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    try:  # a plain connection: closing it removes the -wal and -shm files a read made
+        with contextlib.closing(sqlite3.connect(path)) as db:
             return int(db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0])
     except sqlite3.Error:
         return None

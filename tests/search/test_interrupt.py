@@ -8,6 +8,7 @@ process), or once the run's database holds a given number of evaluations (subpro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -103,7 +104,8 @@ def test_ctrl_c_mid_training_keeps_the_steps_and_resumes_to_the_same_run(
 
 def _recorded(run_dir: Path) -> int:
     try:
-        with sqlite3.connect(f"file:{run_dir / 'evaluations.sqlite'}?mode=ro", uri=True) as db:
+        uri = f"file:{run_dir / 'evaluations.sqlite'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
             return int(db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0])
     except sqlite3.Error:
         return 0
