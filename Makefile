@@ -46,3 +46,4 @@ bench: setup
 	$(BIN)/python bench/profiler_fidelity.py
 	$(BIN)/python bench/lut_accuracy.py
 	$(BIN)/python bench/strategies.py
+	$(BIN)/python bench/agent_fuzz.py
