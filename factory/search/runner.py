@@ -296,7 +296,8 @@ def run_search(
             return done  # says so; nothing is measured or rewritten again
     elif (run_dir / "config.json").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
-    data = load_data(config, download)  # a missing dataset fails before anything is written
+    with status(f"loading {config.dataset}", quiet):
+        data = load_data(config, download)  # a missing dataset fails before anything is written
     existed = run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
