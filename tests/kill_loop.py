@@ -75,9 +75,9 @@ def _until(done: Callable[[], bool], proc: subprocess.Popen, poll_s: float) -> b
 
 def wait_for(moment: str, proc: subprocess.Popen, run_dir: Path, rng: random.Random) -> bool:
     """Wait until `proc` is at `moment`; False if it ended before."""
-    if moment == "start":
-        return _until(lambda: False, proc, rng.uniform(1.0, 8.0)) or proc.poll() is None
-    if moment == "training":
+    if moment == "start":  # start-up, data, the warm-up unit: a random instant
+        time.sleep(rng.uniform(1.0, 8.0))
+    elif moment == "training":
         stamp = _checkpoint_stamp(run_dir)
         if not _until(lambda: _checkpoint_stamp(run_dir) != stamp, proc, 0.01):
             return False

@@ -7,6 +7,7 @@ settings, loads the weights (trained, or inherited from the supernet), and repor
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, replace
@@ -93,6 +94,10 @@ def export(
     quiet: Annotated[
         bool, typer.Option(help="No progress bars or table: print only the bundle paths.")
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print each bundle's path and manifest as JSON (no bars)."),
+    ] = False,
 ) -> None:
     """Export chosen models of a run as bundles: ONNX (dynamic batch, opset 17, slimmed,
     checked against PyTorch), INT8 ONNX (Q/DQ, calibrated on real training images), TensorRT
@@ -132,7 +137,7 @@ def export(
     )
     steps = count_steps(chosen_formats, chosen_targets, has_test=True)
     bundles: list[Bundle] = []
-    with make_progress(disable=quiet) as progress:
+    with make_progress(disable=quiet or as_json) as progress:
         for chosen in models:
             task = progress.add_task(chosen.meta.name, total=steps, status="")
             on_step = _Steps(progress, task)
@@ -149,7 +154,10 @@ def export(
             )
             progress.update(task, completed=steps, status=f"{bundle.seconds:.0f} s")
             bundles.append(bundle)
-    _report(bundles, quiet)
+    if as_json:
+        typer.echo(json.dumps([_as_json(b) for b in bundles], indent=2))
+    else:
+        _report(bundles, quiet)
 
 
 class _Steps:
@@ -218,6 +226,13 @@ def _run_text(run: Path) -> str:
     """The run as the manifest names it: relative to here when inside it, else its name."""
     rel = os.path.relpath(run.resolve())
     return rel if not rel.startswith("..") else run.resolve().name
+
+
+def _as_json(b: Bundle) -> dict:
+    """What `export --json` prints of a bundle: where it is, and its manifest."""
+    manifest = json.loads((b.path / "manifest.json").read_text())
+    parity = b.parity_max_abs_diff
+    return {"path": str(b.path), "parity_max_abs_diff": parity, "manifest": manifest}
 
 
 def _report(bundles: list[Bundle], quiet: bool) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -112,6 +113,9 @@ def train(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (and no progress bars).")
+    ] = False,
 ) -> None:
     """Retrain chosen architectures of a search run on the full training split and test them.
 
@@ -140,9 +144,12 @@ def train(
     where = resolve_device(device)
     opened = open_run(run)
     chosen = resolve_candidates(run, opened.space, list(candidate or []), pareto)
-    options = _Options(recipe, from_supernet, seed, force, limit_images, quiet, where)
+    options = _Options(recipe, from_supernet, seed, force, limit_images, quiet or as_json, where)
     rows = _train_all(run, opened, chosen, options)
-    _print_table(run, rows)
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        _print_table(run, rows)
 
 
 @dataclass(frozen=True)

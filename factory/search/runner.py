@@ -333,8 +333,8 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
                 if budget is not None and run.ctx.elapsed() >= budget:
                     stopped = f"time budget of {budget:.0f} s reached"
                     break
+                run.ctx.begin_unit(run.resumed if unit == start else None)  # journal first
                 begun = UnitStart.capture(run.strategy, run.ctx, partial=True)
-                run.ctx.begin_unit(run.resumed if unit == start else None)
                 run.strategy.run_unit(run.ctx, unit)
                 with signals.deferring():
                     run.checkpoint(unit)
