@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 from rich.progress import Progress
+from typer.testing import CliRunner
 
+from factory.cli.main import app
 from factory.search import runner
 from factory.search.checkpoint import load_checkpoint
 from factory.search.config import SearchConfig
@@ -178,19 +180,13 @@ def test_sigterm_and_sigint_from_outside_keep_everything_and_resume(tmp_path: Pa
     _, err = resume.communicate(timeout=600)
     assert resume.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("stopped (interrupted) after")
-    report = subprocess.run(
-        [sys.executable, "-m", "factory.cli.main", "report", str(run), "--json"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    report = CliRunner().invoke(app, ["report", str(run), "--json"])
     assert json.loads(report.stdout)["evaluations"] == _recorded(run)
     # to the end, then compare with the run nobody interrupted
     finish = _factory("search", "--resume", str(run), "--quiet", stdout=subprocess.DEVNULL)
     assert finish.wait(timeout=600) == 0 and reference.wait(timeout=600) == 0
     assert evaluations(run) == evaluations(ref)
     before = (run / "pareto.json").read_bytes()
-    done = subprocess.run(
-        [sys.executable, "-m", "factory.cli.main", "search", "--resume", str(run)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert done.returncode == 0 and "already finished (2/2 units, 6 evaluations)" in done.stdout
+    done = CliRunner().invoke(app, ["search", "--resume", str(run)])
+    assert done.exit_code == 0 and "already finished (2/2 units, 6 evaluations)" in done.stdout
     assert (run / "pareto.json").read_bytes() == before
