@@ -47,3 +47,4 @@ bench: setup
 	$(BIN)/python bench/lut_accuracy.py
 	$(BIN)/python bench/strategies.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/agent_fuzz.py

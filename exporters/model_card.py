@@ -25,12 +25,12 @@ class CardNotes:
 SNIPPET = """\
 import json, sys
 import numpy as np, onnxruntime as ort
-
-meta = json.load(open("manifest.json"))
+d = sys.argv[2] if len(sys.argv) > 2 else "."  # the bundle directory
+meta = json.load(open(f"{d}/manifest.json"))
 pre, (c, h, w) = meta["preprocessing"], meta["input"]["shape"][1:]
 img = np.load(sys.argv[1]).astype(np.float32).reshape(h, w, c)  # pixels 0..255, H x W x C
 x = ((img * pre["scale"] - pre["mean"]) / pre["std"]).transpose(2, 0, 1)[None]
-session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+session = ort.InferenceSession(f"{d}/model.onnx", providers=["CPUExecutionProvider"])
 logits = session.run(None, {meta["input"]["name"]: x.astype(np.float32)})[0]
 print(meta["classes"][int(logits.argmax())])
 """
@@ -87,10 +87,15 @@ def model_card(m: mf.Manifest, notes: CardNotes) -> str:
         ]
     lines += ["", "## Run it (`pip install onnxruntime numpy`, nothing else)", "", "```python"]
     lines += [SNIPPET.rstrip("\n"), "```", ""]
+    c, h, w = m.input.shape[1:4]  # (batch, C, H, W), checked by the manifest
+    mode = "L" if c == 1 else "RGB"
     lines.append(
-        "Save it as `run.py` in this directory and run `python run.py image.npy`, where "
-        "image.npy holds one image as an H x W x C array of pixels 0..255. manifest.json lists "
-        "the sha256 of every file."
+        "Save it as `run.py` anywhere and run `python run.py image.npy BUNDLE_DIR` (the "
+        "bundle directory; default: the current one), where image.npy holds one image as an "
+        "H x W x C array of pixels 0..255. Make it from a picture with Pillow: "
+        f"`python -c \"import numpy as np; from PIL import Image; np.save('image.npy', "
+        f"np.asarray(Image.open('picture.png').convert('{mode}').resize(({w}, {h}))))\"`. "
+        "manifest.json lists the sha256 of every file."
     )
     return "\n".join(lines) + "\n"
 

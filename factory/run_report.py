@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from exporters.registry import kind_labels
-from targets.atomic import write_atomic
+from targets.atomic import check_writable_file, write_atomic
 from targets.errors import UserError
 
 REPORT = "report.md"
@@ -38,9 +38,39 @@ def load_pareto(run_dir: Path) -> dict[str, Any]:
             f"{run_dir} has no pareto.json (is it a run directory of `factory search`?)"
         )
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON: {exc}") from exc
+    problem = pareto_problem(doc)
+    if problem is not None:
+        raise UserError(
+            f"{path} is not a front written by `factory search` ({problem}); delete it and "
+            f"run `factory search --resume {run_dir}` to write it again"
+        )
+    return doc
+
+
+def pareto_problem(doc: Any) -> str | None:
+    """What makes `doc` unusable as pareto.json, or None: the fields readers index."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    objectives = doc.get("objectives")
+    if not isinstance(objectives, list) or not objectives or not set(objectives) <= set(FORMATS):
+        return f"'objectives' must list some of {', '.join(FORMATS)}"
+    rows = doc.get("front")
+    refs = doc.get("references", {})
+    if not isinstance(rows, list) or not isinstance(refs, dict):
+        return "'front' must be a list and 'references' an object"
+    for field in ("evaluations", "architectures"):
+        if not isinstance(doc.get(field), int):
+            return f"{field!r} must be a count"
+    needed = {"arch_id", "genotype", "phase", "step", *objectives}
+    for row in [*rows, *refs.values()]:
+        if not isinstance(row, dict) or not needed <= set(row):
+            return f"every front row needs {', '.join(sorted(needed))}"
+        if not all(isinstance(row[o], (int, float)) for o in objectives):
+            return "objective values must be numbers"
+    return None
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
@@ -50,6 +80,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out is not None else run_dir / REPORT
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as {out / REPORT}")
+    check_writable_file(out, "--out")
     config = _read_json(run_dir / "config.json") or {}
     trained = _read_all(run_dir / "trained", "train.json")
     bundles = _read_all(run_dir / "export", "manifest.json")

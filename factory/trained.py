@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from factory.data import DataSplits
+from factory.run_report import load_pareto
 from factory.search.config import SearchConfig
 from factory.search.runner import load_run_config
 from factory.search.store import RunStore
@@ -142,10 +143,15 @@ def resolve_candidates(
     prefix of one (≥ 4 characters), or a manual architecture of the space."""
     chosen: dict[str, Candidate] = {}
     if pareto:
-        path = run_dir / "pareto.json"
-        if not path.exists():
+        if not (run_dir / "pareto.json").exists():
             raise UserError(f"{run_dir} has no pareto.json yet; finish the search first")
-        for row in json.loads(path.read_text())["front"]:
+        front = load_pareto(run_dir)["front"]
+        if not front and not ids:
+            raise UserError(
+                f"the front of {run_dir} is empty (no candidate scored clearly above chance); "
+                f"choose models with --candidate ID (see `factory report {run_dir}`)"
+            )
+        for row in front:
             g = space.parse(row["genotype"])
             chosen[row["arch_id"]] = Candidate(row["arch_id"], g, row["arch_id"])
     if ids:

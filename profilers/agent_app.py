@@ -12,6 +12,7 @@ header on every response):
   "end_ns"}}`, the window being `time.monotonic_ns()` on the agent around the measurement.
   The body is the raw ONNX bytes (`Content-Type: application/octet-stream`); the settings
   are query parameters (see `ProfileQuery`), e.g. `?input_shape=1x3x224x224&threads=1`.
+- `GET /openapi.json` -> this API as OpenAPI 3 (`agent_openapi`): every status, the body.
 - `POST /engine` -> the serialized TensorRT engine built on this device from the raw ONNX
   body by `profilers.trt_engine.build_engine` (query: precision, input_shape, workspace_mb;
   what was built in `ENGINE_HEADERS`); 501 where TensorRT or a GPU is missing.
@@ -43,7 +44,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from profilers.agent_client import ENGINE_HEADERS, PROTOCOL, PROTOCOL_HEADER
-from profilers.base import ProfileSettings
+from profilers.agent_openapi import complete
+from profilers.base import ProfileSettings, check_input_size
 from profilers.device_info import device_info
 from targets.errors import UserError
 from targets.target import Target
@@ -161,6 +163,14 @@ def create_app(config: AgentConfig | None = None) -> FastAPI:
     )
     app.add_middleware(_ProtocolHeader)
     app.add_exception_handler(RequestValidationError, _bad_query)
+    documented: list[dict[str, Any]] = []
+
+    @app.get("/openapi.json")
+    async def openapi() -> dict[str, Any]:
+        """This API's OpenAPI document (every status, the ONNX body, the token)."""
+        if not documented:
+            documented.append(complete(app.openapi(), token=config.token is not None))
+        return documented[0]
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -257,6 +267,10 @@ def _parse_shape(text: str, name: str) -> tuple[int, ...]:
         shape = ()
     if not shape or min(shape) < 1:
         raise HTTPException(400, f"{name} must look like 1x3x224x224, not {text!r}")
+    try:
+        check_input_size(shape, name)
+    except UserError as exc:
+        raise HTTPException(400, _one_line(exc)) from None
     return shape
 
 

@@ -8,8 +8,10 @@ loopback is optional and enforced when given. No torch in this import path.
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -67,6 +69,29 @@ def agent_config(
     return AgentConfig(token, max_upload_mb * MiB, job_timeout_s)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program listens on (or one this user may not bind) with what
+    to do; other bind failures are left to the server, which reports them itself."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise UserError(f"cannot resolve --host {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"port {port} on {host} is in use by another program; choose another "
+                    "with --port (or stop the agent already running there)"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise UserError(
+                    f"port {port} needs privileges this user lacks; choose one above 1023"
+                ) from None
+
+
 def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -80,6 +105,7 @@ def serve(
     if not 0 <= port <= 65535:
         raise UserError(f"port must be in 0..65535, not {port}")
     config = agent_config(host, read_token(token_file), max_upload_mb, job_timeout_s)
+    check_port_free(host, port)  # before the banner: a taken port is one line, not a log
     auth = "bearer token required" if config.token else "no token (loopback only)"
     print(f"edge-model-factory agent on http://{host}:{port} ({auth})", file=sys.stderr)
     # One worker process: the device lock lives in this process and serialises every job.

@@ -24,6 +24,23 @@ ModelInput = bytes | Path
 Dim = int | str | None  # a model input dimension: static size, symbolic name or unknown
 
 
+# The largest input a profile accepts, in elements (64 MiB of float32); activations take
+# tens of times more, so 100000x1x28x28 would be killed for memory long before it ran.
+MAX_INPUT_ELEMENTS = 1 << 24
+
+
+def check_input_size(shape: Sequence[int], what: str = "--input-shape") -> None:
+    """Refuse, before anything is allocated, an input with more than `MAX_INPUT_ELEMENTS`."""
+    elements = 1
+    for d in shape:
+        elements *= int(d)
+    if elements > MAX_INPUT_ELEMENTS:
+        raise UserError(
+            f"{what} {'x'.join(str(d) for d in shape)} has {elements:,} elements, more than "
+            f"the {MAX_INPUT_ELEMENTS:,} a profile allows; use a smaller batch or image size"
+        )
+
+
 @dataclass(frozen=True)
 class ProfileSettings:
     """How long and how to measure. Defaults follow trtexec: warm up by time, then time both
@@ -286,6 +303,7 @@ def resolve_input_shape(
             )
     if any(s < 1 for s in shape):
         raise UserError(f"input shape {shape} has a non-positive dimension")
+    check_input_size(shape, "input shape")  # a model's static dims or --batch can be huge too
     return shape
 
 
@@ -303,4 +321,5 @@ def parse_input_shape(text: str, batch: bool = False) -> tuple[int, ...]:
     ranks, form = ((3, 4), "CxHxW or NxCxHxW") if batch else ((3,), "CxHxW")
     if len(dims) not in ranks or min(dims) < 1:
         raise UserError(f"input shape must look like {form}, e.g. 1x28x28, not {text!r}")
+    check_input_size(dims)
     return (1, *dims) if batch and len(dims) == 3 else dims

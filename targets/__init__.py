@@ -15,14 +15,21 @@ from targets.registry import Registry
 from targets.target import AgentRef, Target, cache_dir
 
 DEFAULT_TARGET = "x86-cpu"
+TARGETS_ENV = "EMF_TARGETS_DIR"
 _DEFINITIONS = Path(__file__).parent / "definitions"
 
 
 def _load_registry() -> Registry[Target]:
     registry: Registry[Target] = Registry("target")
     dirs = [_DEFINITIONS]
-    if os.environ.get("EMF_TARGETS_DIR"):
-        dirs.append(Path(os.environ["EMF_TARGETS_DIR"]).expanduser())
+    if os.environ.get(TARGETS_ENV):
+        extra = Path(os.environ[TARGETS_ENV]).expanduser()
+        if not extra.is_dir():
+            raise UserError(
+                f"${TARGETS_ENV}={os.environ[TARGETS_ENV]} is not a directory; create it (one "
+                f"YAML file per target) or unset {TARGETS_ENV}"
+            )
+        dirs.append(extra)
     for directory in dirs:
         for path in sorted(directory.glob("*.yaml")):
             target = load_target(path)

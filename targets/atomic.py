@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from targets.errors import UserError
+
 
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write `data` to a temp file in the same directory, fsync it, rename it over `path`,
@@ -61,3 +63,29 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_writable_dir(path: Path, what: str) -> Path:
+    """Refuse, before any work, a directory that cannot be created or written: a file in its
+    place or on its way (`/etc/passwd/x`), or a parent this user may not write. Creates
+    nothing; `what` names the option in the message, e.g. "--out"."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a directory; choose a directory")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return path
+    if not existing.is_dir():
+        raise UserError(f"{what} {path} cannot be created: {existing} is a file; choose another")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {existing} is not writable by you; choose another")
+    return path
+
+
+def check_writable_file(path: Path, what: str) -> Path:
+    """Like `check_writable_dir`, for a file to be written (its directory must be usable)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory; give a file name")
+    check_writable_dir(path.parent, what)
+    return path

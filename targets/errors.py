@@ -15,3 +15,8 @@ class UnknownNameError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt (a BaseException, so `except
+    Exception` never swallows it) and the command exits 143."""

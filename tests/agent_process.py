@@ -60,7 +60,7 @@ def running_agent_process(
     proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, tmp / "agent.log", timeout_s=30)
+        wait_ready(url, proc, tmp / "agent.log", timeout_s=300)  # a hang guard
         yield url, proc
     finally:
         proc.terminate()

@@ -7,6 +7,7 @@ settings, loads the weights (trained, or inherited from the supernet), and repor
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, replace
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from exporters.registry import build_order
+from factory.cli.tables import Column, print_fitted
+from targets.atomic import check_writable_dir
 from targets.errors import UserError
 
 if TYPE_CHECKING:
@@ -94,6 +96,10 @@ def export(
     quiet: Annotated[
         bool, typer.Option(help="No progress bars or table: print only the bundle paths.")
     ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print each bundle's path and manifest as JSON (no bars)."),
+    ] = False,
 ) -> None:
     """Export chosen models of a run as bundles: ONNX (dynamic batch, opset 17, slimmed,
     checked against PyTorch), INT8 ONNX (Q/DQ, calibrated on real training images), TensorRT
@@ -111,7 +117,7 @@ def export(
     chosen_formats = parse_formats(formats)
     chosen_targets = _targets(target)
     check_request(chosen_formats, chosen_targets)
-    out_dir = out if out is not None else run / "export"
+    out_dir = check_writable_dir(out if out is not None else run / "export", "--out")
     opened = open_run(run)
     candidates = resolve_candidates(run, opened.space, list(candidate or []), pareto)
     prefix = name_prefix if name_prefix is not None else _default_prefix(opened)
@@ -127,7 +133,7 @@ def export(
     )
     steps = count_steps(chosen_formats, chosen_targets, has_test=True)
     bundles: list[Bundle] = []
-    with make_progress(disable=quiet) as progress:
+    with make_progress(disable=quiet or as_json) as progress:
         for chosen in models:
             task = progress.add_task(chosen.meta.name, total=steps, status="")
             on_step = _Steps(progress, task)
@@ -144,7 +150,10 @@ def export(
             )
             progress.update(task, completed=steps, status=f"{bundle.seconds:.0f} s")
             bundles.append(bundle)
-    _report(bundles, quiet)
+    if as_json:
+        typer.echo(json.dumps([_as_json(b) for b in bundles], indent=2))
+    else:
+        _report(bundles, quiet)
 
 
 class _Steps:
@@ -217,29 +226,41 @@ def _run_text(run: Path) -> str:
     return rel if not rel.startswith("..") else run.resolve().name
 
 
+def _as_json(b: Bundle) -> dict:
+    """What `export --json` prints of a bundle: where it is, and its manifest."""
+    manifest = json.loads((b.path / "manifest.json").read_text())
+    parity = b.parity_max_abs_diff
+    return {"path": str(b.path), "parity_max_abs_diff": parity, "manifest": manifest}
+
+
 def _report(bundles: list[Bundle], quiet: bool) -> None:
+    """One table per bundle, titled with its name: whole at any width."""
     console = Console()
     if quiet:
         for b in bundles:
             console.print(str(b.path), soft_wrap=True)
         return
-    table = Table(title="Exported bundles")
-    for col in ("Model", "File", "Test acc", "Latency median", "Size"):
-        table.add_column(col, justify="left" if col in ("Model", "File") else "right")
     for b in bundles:
         m = b.manifest
+        targets = list(dict.fromkeys(e.target for e in m.latency))
+        columns = [
+            Column("file", key=True),
+            Column("test acc", key=True, justify="right"),
+            *(Column(f"{t} ms", key=True, justify="right") for t in targets),
+            Column("size", justify="right"),
+        ]
+        rows = []
         for f in m.files:
             if f.kind == "card":
                 continue
             acc = m.metrics.get(f.path)
-            lat = [f"{e.median_ms:.3f} ms ({e.target})" for e in m.latency if e.artifact == f.path]
-            table.add_row(
-                m.name,
+            ms = {e.target: f"{e.median_ms:.3f}" for e in m.latency if e.artifact == f.path}
+            rows.append([
                 f.path,
                 f"{100 * acc.test_accuracy:.2f} %" if acc else "-",
-                ", ".join(lat) or "-",
+                *(ms.get(t, "-") for t in targets),
                 f"{f.bytes / 1024:.0f} KiB",
-            )
-    console.print(table)
-    for b in bundles:
+            ])  # fmt: skip
+        where = str(b.path / "manifest.json")
+        print_fitted(console, columns, rows, where, title=m.name, title_justify="left")
         console.print(f"{b.path}  (parity vs torch {b.parity_max_abs_diff:.1e})", soft_wrap=True)

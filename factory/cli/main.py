@@ -18,25 +18,27 @@ from factory.cli import (
     targets_cmd,
     train_cmd,
 )
+from factory.cli import examples as ex
 from factory.cli.errors import UserErrorGroup
 
 app = typer.Typer(
     cls=UserErrorGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: wraps at any width, never cuts an option name
     help="Edge Model Factory: find, measure and export lightweight models for a target device.",
 )
 app.add_typer(targets_cmd.app, name="targets")
 app.add_typer(spaces_cmd.app, name="spaces")
-app.command("search")(search_cmd.search)
-app.command("report")(report_cmd.report)
+app.command("search", epilog=ex.SEARCH)(search_cmd.search)
+app.command("report", epilog=ex.REPORT)(report_cmd.report)
 app.add_typer(profile_cmd.app, name="profile")
-app.command("agent")(agent_cmd.agent)
-app.command("train")(train_cmd.train)
-app.command("export")(export_cmd.export)
-app.command("push")(models_cmd.push)
-app.command("models")(models_cmd.models)
-app.command("pull")(models_cmd.pull)
+app.command("agent", epilog=ex.AGENT)(agent_cmd.agent)
+app.command("train", epilog=ex.TRAIN)(train_cmd.train)
+app.command("export", epilog=ex.EXPORT)(export_cmd.export)
+app.command("push", epilog=ex.PUSH)(models_cmd.push)
+app.command("models", epilog=ex.MODELS)(models_cmd.models)
+app.command("pull", epilog=ex.PULL)(models_cmd.pull)
 
 
 def _version(value: bool) -> None:

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from factory.cli.tables import Column, print_fitted
 from factory.registry import Index, open_registry
 from factory.registry import pull as pull_model
 from factory.registry import push as push_bundle
@@ -70,8 +70,7 @@ def models(
         typer.echo(json.dumps(models_json(source.location, index), indent=2))
         return
     out = console()
-    out.print(models_table(source.location, index))
-    out.print(recipes_table())
+    print_models(out, source.location, index)
     out.print("Fetch one: factory pull NAME[:VERSION] [--target T] [--out DIR]")
 
 
@@ -87,8 +86,10 @@ def pull(
     target: Annotated[
         str | None,
         typer.Option(
+            "--target",
+            "-t",
             help="Prepare it for this target: a TensorRT target gets its engine, "
-            "built on the target itself (its agent, or this machine's GPU)."
+            "built on the target itself (its agent, or this machine's GPU).",
         ),
     ] = None,
     registry: Annotated[str | None, typer.Option(help=REGISTRY_HELP)] = None,
@@ -103,6 +104,10 @@ def pull(
             "torchvision) or random ones.",
         ),
     ] = True,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace OUT/NAME even if its files were changed."),
+    ] = False,
 ) -> None:
     """Download a model into the user cache, verifying every file's sha256 before anything
     uses it; a torchvision recipe is exported here instead."""
@@ -113,7 +118,13 @@ def pull(
             status.update(f"pulling {ref}: {label}")
 
         pulled = pull_model(
-            ref, registry, target=target, out=out, pretrained=pretrained, progress=progress
+            ref,
+            registry,
+            target=target,
+            out=out,
+            pretrained=pretrained,
+            progress=progress,
+            force=force,
         )
     print_pulled(pulled)
 
@@ -149,32 +160,49 @@ def models_json(location: str, index: Index) -> dict:
     }
 
 
-def models_table(location: str, index: Index) -> Table:
-    table = Table(title=f"models in {location}", title_justify="left")
-    numbers = ("test acc", "params", "MACs", "x86-cpu ms")
-    for column in ("name", "version", *numbers, "targets"):
-        table.add_column(column, justify="right" if column in numbers else "left")
+MODEL_COLUMNS = (
+    Column("name", key=True),
+    Column("version", key=True),
+    Column("test acc", key=True, justify="right"),
+    Column("params", justify="right"),
+    Column("MACs", justify="right"),
+    Column("x86-cpu ms", justify="right"),
+    Column("targets"),
+)
+RECIPE_COLUMNS = (
+    Column("name", key=True),
+    Column("ImageNet top-1 (torchvision)", justify="right"),
+    Column("params", justify="right"),
+    Column("weights"),
+)
+
+
+def models_rows(index: Index) -> list[list[str]]:
+    """One row per model and version, in `MODEL_COLUMNS` order."""
+    rows = []
     for e in sorted(index.models, key=lambda e: (e.name, version_key(e.version))):
         s = e.summary
         acc = f"{100 * s.test_accuracy:.2f} %" if s.test_accuracy is not None else "-"
         latency = f"{s.latency_ms:.3f}" if s.latency_ms is not None else "-"
-        row = (e.name, e.version, acc, _si(s.params), _si(s.macs), latency, ", ".join(s.targets))
-        table.add_row(*row)
-    if not index.models:
-        table.add_row("(none yet)", "", "", "", "", "", "")
-    return table
+        rows.append(
+            [e.name, e.version, acc, _si(s.params), _si(s.macs), latency, ", ".join(s.targets)]
+        )
+    return rows or [["(none yet)", "", "", "", "", "", ""]]
 
 
-def recipes_table() -> Table:
-    table = Table(
-        title="recipes (exported on pull; --no-pretrained for random weights)", title_justify="left"
-    )
-    for column in ("name", "weights", "params", "ImageNet top-1 (torchvision)"):
-        table.add_column(column, justify="right" if column[0] in "pI" else "left")
-    for name in RECIPES.names():
-        r = RECIPES.get(name)
-        table.add_row(r.name, r.weights, _si(r.params), f"{r.top1:.1f} %")
-    return table
+def recipes_rows() -> list[list[str]]:
+    """One row per torchvision recipe, in `RECIPE_COLUMNS` order."""
+    recipes = [RECIPES.get(name) for name in RECIPES.names()]
+    return [[r.name, f"{r.top1:.1f} %", _si(r.params), r.weights] for r in recipes]
+
+
+def print_models(out: Console, location: str, index: Index) -> None:
+    """The registry's models and the recipes, whole at any width (`factory models`)."""
+    more = "factory models --json"
+    print_fitted(out, MODEL_COLUMNS, models_rows(index), more, title=f"models in {location}",
+                 title_justify="left")  # fmt: skip
+    title = "recipes (exported on pull; --no-pretrained for random weights)"
+    print_fitted(out, RECIPE_COLUMNS, recipes_rows(), more, title=title, title_justify="left")
 
 
 def _si(value: int | None) -> str:

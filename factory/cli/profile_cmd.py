@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 import targets
+from factory.cli import examples as ex
 from factory.cli.errors import UserErrorGroup
 from profilers.base import parse_input_shape
 from profilers.onnx_costs import onnx_macs, onnx_params, read_onnx
@@ -53,9 +54,12 @@ app = typer.Typer(
         "\n\n"
         "factory profile lut build|validate --space S --target T: latency lookup tables."
     ),
+    epilog=ex.PROFILE,
 )
 lut_app = typer.Typer(
-    no_args_is_help=True, help="Latency lookup tables: per space and target, with their error."
+    no_args_is_help=True,
+    help="Latency lookup tables: per space and target, with their error.",
+    epilog=ex.LUT,
 )
 app.add_typer(lut_app, name="lut")
 
@@ -83,7 +87,7 @@ class LoadedModel:
     note: str | None = None
 
 
-@app.command(MODEL_COMMAND, hidden=True)
+@app.command(MODEL_COMMAND, hidden=True, epilog=ex.PROFILE_MODEL)
 def profile_model(
     model: Annotated[
         str, typer.Argument(help="A .onnx file, torchvision:NAME, or SPACE:GENOTYPE.")
@@ -109,13 +113,17 @@ def profile_model(
     is '-'-joined choice indices or a manual architecture's name (e.g. mobilenet:mobilenet_v2@0.5).
     For ONNX files MACs are counted from the graph (Conv, ConvTranspose, Gemm, MatMul).
     """
+    from factory.progress import status
     from profilers.base import ProfileSettings
     from profilers.remote import profiler_for
 
     chosen = targets.get_target(target)
     settings = ProfileSettings(warmup_ms, min_duration_ms, min_iters, per_op=per_op)
-    loaded = load_model(model, input_shape, classes)
-    m = profiler_for(chosen).profile(loaded.onnx, chosen, loaded.input_shape, settings)
+    with status(f"{model}: building and counting MACs"):
+        loaded = load_model(model, input_shape, classes)
+    seconds = (warmup_ms + min_duration_ms) / 1000 * (2 if per_op else 1)
+    with status(f"{model}: timing on {chosen.name} (about {seconds:.1f} s or more)"):
+        m = profiler_for(chosen).profile(loaded.onnx, chosen, loaded.input_shape, settings)
     if loaded.macs is None:  # an ONNX file: counted from its graph at the timed shape
         loaded.macs, loaded.note = onnx_macs(read_onnx(loaded.onnx), m.input_shape)
     result = profile_result(model, loaded, m)
@@ -241,7 +249,7 @@ def _setup(space: str, target: str, input_shape: str, classes: int) -> tuple[Any
     return space_for(space, (c, h, w), classes), targets.get_target(target)
 
 
-@lut_app.command("build")
+@lut_app.command("build", epilog=ex.LUT_BUILD)
 def lut_build(
     space: SpaceOpt,
     target: TargetOpt = targets.DEFAULT_TARGET,
@@ -337,7 +345,7 @@ def _print_table_summary(summary: dict[str, Any], settings: LutSettings) -> None
         )
 
 
-@lut_app.command("validate")
+@lut_app.command("validate", epilog=ex.LUT_VALIDATE)
 def lut_validate(
     space: SpaceOpt,
     target: TargetOpt = targets.DEFAULT_TARGET,

@@ -9,46 +9,54 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from factory.run_report import FORMATS, load_pareto, write_report
+from factory.cli.tables import Column, fitted
+from factory.run_report import FORMATS, write_report
 from targets.errors import UserError
 
 
 def print_front(run_dir: Path) -> None:
-    """Print the front of a run as a table."""
-    doc = load_pareto(run_dir)
+    """Print the front of a run as a table (recomputed when pareto.json is behind the
+    run's database, as after a SIGKILL)."""
+    from factory.search.refresh import current_front
+
+    doc = current_front(run_dir)
     objectives = doc["objectives"]
-    rows = [*doc["front"], *doc.get("references", {}).values()]
-    final = any("latency_ms_final" in r for r in rows)  # the careful re-measurement
-    table = Table(
-        "arch_id",
-        *objectives,
-        *(["final ms"] if final else []),
-        "found",
-        "genotype",
-        title=f"{run_dir}: front of {len(doc['front'])} / {doc['architectures']} architectures "
-        f"({doc['evaluations']} evaluations)",
+    refs = doc.get("references", {})
+    final = any("latency_ms_final" in r for r in [*doc["front"], *refs.values()])
+    columns = [
+        Column("arch_id", key=True),
+        *(Column(o, key=True) for o in objectives),
+        *([Column("final ms", priority=1)] if final else []),
+        Column("found"),
+        Column("genotype", priority=2),
+    ]
+    rows = [[row["arch_id"], *_cells(row, objectives, final), f"{row['phase']} {row['step']}",
+             row["genotype"]] for row in doc["front"]]  # fmt: skip
+    for name, row in refs.items():
+        cells = [name, *_cells(row, objectives, final), "manual", row["genotype"]]
+        rows.append([f"[dim]{c}[/dim]" for c in cells])
+    title = (
+        f"{run_dir}: front of {len(doc['front'])} / {doc['architectures']} architectures "
+        f"({doc['evaluations']} evaluations)"
     )
-    for row in doc["front"]:
-        table.add_row(
-            row["arch_id"],
-            *(FORMATS[o](row[o]) for o in objectives),
-            *([_final(row)] if final else []),
-            f"{row['phase']} {row['step']}",
-            row["genotype"],
+    out = Console()
+    table, dropped = fitted(columns, rows, out.width, title=title)
+    out.print(table)
+    if "genotype" in dropped:  # too wide to sit beside the rest: one whole line each
+        for row in rows:
+            out.print(f"{row[0]}  {row[-1]}", soft_wrap=True)
+    if hidden := [d for d in dropped if d != "genotype"]:
+        note = (
+            f"(not shown at this width: {', '.join(hidden)}; see factory report {run_dir} --json)"
         )
-    for name, row in doc.get("references", {}).items():
-        table.add_row(
-            f"[dim]{name}[/dim]",
-            *(f"[dim]{FORMATS[o](row[o])}[/dim]" for o in objectives),
-            *([f"[dim]{_final(row)}[/dim]"] if final else []),
-            "[dim]manual[/dim]",
-            f"[dim]{row['genotype']}[/dim]",
-        )
-    Console().print(table)
+        out.print(note, soft_wrap=True)
     for line in front_notes(doc):
         typer.echo(line)
+
+
+def _cells(row: dict, objectives: list[str], final: bool) -> list[str]:
+    return [*(FORMATS[o](row[o]) for o in objectives), *([_final(row)] if final else [])]
 
 
 def _final(row: dict) -> str:
@@ -59,7 +67,7 @@ def _final(row: dict) -> str:
 def front_notes(doc: dict) -> list[str]:
     """One line each: candidates kept off the front as chance-level, and how far the
     latency objective strays from the final re-measurement (or why there is none)."""
-    lines = []
+    lines = [f"{doc['stale']}: front recomputed from evaluations.sqlite"] if "stale" in doc else []
     tabular = doc.get("tabular")
     if tabular:
         lines.append(
@@ -109,10 +117,14 @@ def report(
     --markdown write a report page with plots."""
     if out is not None and not markdown:
         raise UserError("--out is where --markdown writes its page; add --markdown")
+    if as_json and markdown:
+        raise UserError("--json prints the front and --markdown writes a page; choose one")
     if markdown:
         typer.echo(str(write_report(run, out)))
         return
     if as_json:
-        typer.echo(json.dumps(load_pareto(run), indent=2))
+        from factory.search.refresh import current_front
+
+        typer.echo(json.dumps(current_front(run), indent=2))
         return
     print_front(run)

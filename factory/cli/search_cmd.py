@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
-from factory.cli.errors import fail
+from factory.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, fail
 
 PRESETS = ("quick", "gpu", "paper")
+EXIT_CODES = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}
 QUICK_TRAIN_SIZE = 8000  # the quick preset's training images; gpu and paper use them all
 
 
@@ -23,13 +24,23 @@ def search(
         str,
         typer.Option(help="pnsga3, cycle-annealing, or a baseline: nsga3, mnas, random."),
     ] = "pnsga3",
-    target: Annotated[str, typer.Option(help="Device latency is measured on.")] = "x86-cpu",
+    target: Annotated[
+        str, typer.Option("--target", "-t", help="Device latency is measured on.")
+    ] = "x86-cpu",
     dataset: Annotated[
         str, typer.Option(help="fashion-mnist, cifar10 or imagefolder.")
     ] = "fashion-mnist",
     data_root: Annotated[
         Path | None, typer.Option(help="Directory holding the dataset (default: found).")
     ] = None,
+    download: Annotated[
+        bool,
+        typer.Option(
+            "--download",
+            help="Fetch the dataset (into --data-root, else the user cache) if "
+            "it is not on this machine.",
+        ),
+    ] = False,
     objectives: Annotated[
         str,
         typer.Option(help="accuracy followed by costs: latency (ms), macs, params."),
@@ -240,21 +251,30 @@ def search(
 
     on = resolve_device(device)
     result = run_search(
-        config, run_dir, resume=resume is not None, quiet=quiet, device=on, executor=where
-    )
+        config, run_dir, resume=resume is not None, quiet=quiet, device=on, executor=where,
+        download=download,
+    )  # fmt: skip
     if result.rank != 0:  # a data-parallel rank > 0: rank 0 reports
+        return
+    if result.finished_before:
+        typer.echo(
+            f"{result.run_dir} already finished ({result.units_done}/{result.total_units} "
+            f"units, {result.evaluations} evaluations); nothing to do. Its front: factory "
+            f"report {result.run_dir}"
+        )
         return
     from factory.cli.report_cmd import print_front
 
     print_front(result.run_dir)
     if result.stopped:
+        kept = f", keeping {result.kept}" if result.kept else ""
         typer.echo(
-            f"stopped ({result.stopped}) after {result.units_done}/{result.total_units} units; "
-            f"continue with: factory search --resume {result.run_dir}",
+            f"stopped ({result.stopped}) after {result.units_done}/{result.total_units} units"
+            f"{kept}; continue with: factory search --resume {result.run_dir}",
             err=True,
         )
-        if result.stopped == "interrupted":
-            raise typer.Exit(130)
+        if result.stopped in EXIT_CODES:
+            raise typer.Exit(EXIT_CODES[result.stopped])
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

@@ -12,12 +12,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from factory.cli import examples as ex
+from factory.cli.tables import Column, fitted
 from profilers.base import parse_input_shape
 
 if TYPE_CHECKING:
     from factory.spaces import Genotype, SearchSpace
 
-app = typer.Typer(help="List and inspect search spaces.", invoke_without_command=True)
+app = typer.Typer(
+    help="List and inspect search spaces.", invoke_without_command=True, epilog=ex.SPACES
+)
 
 
 def console() -> Console:
@@ -26,24 +30,46 @@ def console() -> Console:
 
 
 @app.callback()
-def list_spaces(ctx: typer.Context) -> None:
+def list_spaces(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """List the registered search spaces."""
     if ctx.invoked_subcommand is not None:
         return
     from factory.spaces import SPACES, get_space
 
-    table = Table("name", "decisions", "options per decision", "genotypes", "manual architectures")
-    for name in SPACES.names():
-        space = get_space(name)
-        choices = space.choices()
-        table.add_row(
-            name,
-            str(len(choices)),
-            f"{min(choices)}–{max(choices)}",
-            f"{space.size():.2e}",
-            ", ".join(space.manual()),
-        )
-    console().print(table)
+    spaces = [get_space(name) for name in SPACES.names()]
+    if as_json:
+        rows = [
+            {
+                "name": space.name,
+                "decisions": len(space.choices()),
+                "options_per_decision": [min(space.choices()), max(space.choices())],
+                "genotypes": space.size(),
+                "manual": list(space.manual()),
+            }
+            for space in spaces
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    rows = [
+        [s.name, ", ".join(s.manual()), str(len(s.choices())), f"{s.size():.2e}",
+         f"{min(s.choices())}–{max(s.choices())}"]
+        for s in spaces
+    ]  # fmt: skip
+    columns = (
+        Column("name", key=True),
+        Column("manual architectures", key=True, wrap=True),
+        Column("decisions"),
+        Column("genotypes"),
+        Column("options per decision"),
+    )
+    out = console()
+    table, dropped = fitted(columns, rows, out.width)
+    out.print(table)
+    if dropped:
+        out.print(f"(not shown at this width: {', '.join(dropped)}; see factory spaces --json)")
 
 
 def _report(space: SearchSpace, label: str, g: Genotype) -> dict[str, object]:
@@ -74,7 +100,7 @@ def _print(item: dict[str, object]) -> None:
     )
 
 
-@app.command("show")
+@app.command("show", epilog=ex.SPACES_SHOW)
 def show(
     name: Annotated[str, typer.Argument(help="Space name (see `factory spaces`).")],
     sample: Annotated[

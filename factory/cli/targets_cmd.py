@@ -11,8 +11,22 @@ from rich.console import Console
 from rich.table import Table
 
 import targets
+from factory.cli import examples as ex
+from factory.cli.tables import Column, print_fitted
 
-app = typer.Typer(help="List and inspect target devices.", invoke_without_command=True)
+app = typer.Typer(
+    help="List and inspect target devices.", invoke_without_command=True, epilog=ex.TARGETS
+)
+
+
+COLUMNS = (
+    Column("name", key=True),
+    Column("aliases", key=True),
+    Column("runtime", key=True),
+    Column("precision"),
+    Column("reached"),
+    Column("provider"),
+)
 
 
 def console() -> Console:
@@ -33,23 +47,18 @@ def list_targets(
     if as_json:
         typer.echo(json.dumps([asdict(t) for t in items], indent=2))
         return
-    table = Table("name", "aliases", "runtime", "provider", "precision", "reached")
+    rows = []
     for t in items:
         reached = "local" if t.is_local else f"agent {t.agent.url}"  # type: ignore[union-attr]
         default = " (default)" if t.name == targets.DEFAULT_TARGET else ""
-        table.add_row(
-            t.name + default,
-            ", ".join(t.aliases),
-            t.runtime,
-            t.execution_provider,
-            t.precision,
-            reached,
-        )
-    console().print(table)
-    console().print("Details: factory targets show NAME")
+        aliases, provider = ", ".join(t.aliases), t.execution_provider
+        rows.append([t.name + default, aliases, t.runtime, t.precision, reached, provider])
+    out = console()
+    print_fitted(out, COLUMNS, rows, "factory targets show NAME or factory targets --json")
+    out.print("Details: factory targets show NAME")
 
 
-@app.command("show")
+@app.command("show", epilog=ex.TARGETS_SHOW)
 def show(
     name: Annotated[str, typer.Argument(help="Target name or alias, e.g. x86-cpu or jetson.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from factory.cli.tables import Column, print_fitted
 
 if TYPE_CHECKING:  # imported lazily at run time to keep `factory --help` fast
     import torch
@@ -88,9 +90,8 @@ def train(
         int, typer.Option(help="Seed of the initial weights, batch order and augmentation.")
     ] = 0,
     threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="CPU threads for torch (default: torch's choice)."),
-    ] = None,
+        int, typer.Option(min=0, help="CPU threads for torch (0: torch's default).")
+    ] = 0,
     device: Annotated[
         str,
         typer.Option(
@@ -112,6 +113,9 @@ def train(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (and no progress bars).")
+    ] = False,
 ) -> None:
     """Retrain chosen architectures of a search run on the full training split and test them.
 
@@ -135,14 +139,17 @@ def train(
         lr=lr if lr is not None else default_lr * batch_size / 128,
         erase_p=erase,
     )
-    if threads is not None:
+    if threads:
         torch.set_num_threads(threads)
     where = resolve_device(device)
     opened = open_run(run)
     chosen = resolve_candidates(run, opened.space, list(candidate or []), pareto)
-    options = _Options(recipe, from_supernet, seed, force, limit_images, quiet, where)
+    options = _Options(recipe, from_supernet, seed, force, limit_images, quiet or as_json, where)
     rows = _train_all(run, opened, chosen, options)
-    Console().print(_table(run, rows))
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        _print_table(run, rows)
 
 
 @dataclass(frozen=True)
@@ -268,20 +275,25 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
-def _table(run: Path, rows: list[Row]) -> Table:
-    table = Table(title=f"{run}: {len(rows)} model(s)")
-    for name in ("arch_id", "name", "params", "MACs", "epochs", "test accuracy", "time"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("status")
-    for r in rows:
-        table.add_row(
-            r.arch_id,
-            r.name if r.name != r.arch_id else "",
-            f"{r.params / 1e6:.3f} M",
-            f"{r.macs / 1e6:.2f} M",
-            f"{r.epochs:g}",
-            f"{100 * r.test_accuracy:.2f} %",
-            _duration(r.seconds),
-            r.status,
-        )
-    return table
+TABLE = (
+    Column("arch_id", key=True),
+    Column("name", key=True),
+    Column("test accuracy", key=True),
+    Column("status", key=True, wrap=True),
+    Column("epochs", priority=1),
+    Column("time", priority=1),
+    Column("params"),
+    Column("MACs"),
+)
+
+
+def _print_table(run: Path, rows: list[Row]) -> None:
+    """The summary, whole at any width (the dropped columns are in each train.json)."""
+    cells = [
+        [r.arch_id, r.name if r.name != r.arch_id else "", f"{100 * r.test_accuracy:.2f} %",
+         r.status, f"{r.epochs:g}", _duration(r.seconds), f"{r.params / 1e6:.3f} M",
+         f"{r.macs / 1e6:.2f} M"]
+        for r in rows
+    ]  # fmt: skip
+    where = f"{run / 'trained'}/ARCH_ID/train.json"
+    print_fitted(Console(), TABLE, cells, where, title=f"{run}: {len(rows)} model(s)")

@@ -151,7 +151,7 @@ def open_cifar10(dirs: Sequence[Path], download_root: Path | None = None) -> Sou
         searched = ", ".join(str(d) for d in dict.fromkeys(dirs))
         raise UserError(
             f"CIFAR-10 not found in {searched}: pass the folder holding {BASE_FOLDER}/ "
-            "as the data root, or pass --download"
+            "as --data-root, or let `factory search --download` fetch it"
         )
     train = [read_batch(folder / name) for name in TRAIN_FILES]
     test_x, test_y = read_batch(folder / TEST_FILE)

@@ -129,7 +129,7 @@ def open_fashion_mnist(dirs: Sequence[Path], download_root: Path | None = None) 
         searched = ", ".join(str(d) for d in dict.fromkeys(dirs))
         raise UserError(
             f"Fashion-MNIST not found in {searched}: run `make data` or "
-            "`apt-get install dataset-fashion-mnist`, or pass --download"
+            "`apt-get install dataset-fashion-mnist`, or let `factory search --download` fetch it"
         )
     (train_x, train_y), (test_x, test_y) = (read_split(folder, i, lb) for _, i, lb in FILES)
     return in_memory_source(train_x, train_y, test_x, test_y, CLASS_NAMES)

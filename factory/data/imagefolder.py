@@ -162,7 +162,10 @@ def open_imagefolder(root: Path, image_size: ImageSize | None = None) -> Source:
 def imagefolder(root: Path | None, download: bool, image_size: ImageSize | None) -> Source:
     """Your own images: root/<class>/*.png, or root/train/<class>/ and root/test/<class>/."""
     if root is None:
-        raise UserError("imagefolder needs a data root: a folder with one sub-folder per class")
+        raise UserError(
+            "imagefolder needs a data root: pass --data-root DIR, a folder with one sub-folder "
+            "per class"
+        )
     if download:
         raise UserError("imagefolder reads local images only; drop --download")
     return open_imagefolder(root, image_size)

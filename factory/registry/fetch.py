@@ -33,7 +33,7 @@ from factory.registry.sources import (
     open_registry,
 )
 from targets import get_target
-from targets.atomic import as_if_created, fsync_dir
+from targets.atomic import as_if_created, check_writable_dir, fsync_dir
 from targets.errors import UnknownNameError, UserError
 
 if TYPE_CHECKING:
@@ -105,15 +105,19 @@ def pull(
     out: Path | None = None,
     pretrained: bool = True,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> PulledModel:
     """Resolve `NAME[:VERSION]` (latest when omitted) in the registry, fetch and verify it
-    into the cache, build a TensorRT engine when `target` runs one, copy it to `out/<name>`.
+    into the cache, build a TensorRT engine when `target` runs one, copy it to `out/<name>`
+    (a copy changed since it was made is replaced only with `force`).
     `torchvision/ARCH` names a recipe instead: exported locally (`pretrained` weights or not)."""
+    if out is not None:
+        check_writable_dir(out, "--out")  # before anything is downloaded
     if ref.startswith(RECIPE_PREFIX):
         from factory.registry.recipes import export_recipe  # lazy: torch, torchvision
 
         on_step = (lambda step: progress(step, 0)) if progress is not None else None
-        return deliver(export_recipe(ref, pretrained, target, on_step), target, out)
+        return deliver(export_recipe(ref, pretrained, target, on_step), target, out, force)
     name, version = parse_ref(ref)
     if target is not None:
         get_target(target)  # an unknown target fails before anything is downloaded
@@ -123,10 +127,12 @@ def pull(
     except UnknownNameError as exc:
         hint = f" (or a recipe: {RECIPE_PREFIX}ARCH, listed by `factory models`)"
         raise UnknownNameError(f"{exc}{hint if version is None else ''}") from None
-    return deliver(fetch_bundle(source, entry, progress), target, out)
+    return deliver(fetch_bundle(source, entry, progress), target, out, force)
 
 
-def deliver(bundle: CachedBundle, target: str | None, out: Path | None) -> PulledModel:
+def deliver(
+    bundle: CachedBundle, target: str | None, out: Path | None, force: bool = False
+) -> PulledModel:
     """The last steps of a pull: the target's engine, then the copy to `out`."""
     engine = None
     if target is not None:
@@ -134,6 +140,8 @@ def deliver(bundle: CachedBundle, target: str | None, out: Path | None) -> Pulle
 
         engine = engine_for_target(bundle.path, bundle.manifest, target)
     extra = [engine.path.name] if engine is not None else []
+    if out is not None and not force:
+        refuse_changed_copy(Path(out).expanduser() / bundle.manifest.name)
     copied = copy_bundle(bundle.path, bundle.manifest, out, extra) if out is not None else None
     return PulledModel(bundle, engine, copied)
 
@@ -145,6 +153,30 @@ class PulledModel:
     bundle: CachedBundle
     engine: BuiltEngine | None = None
     copy: Path | None = None
+
+
+def refuse_changed_copy(dest: Path) -> None:
+    """Refuse to replace `dest`, an earlier copy of a bundle, if its files were changed or
+    files were added to it since (engines built for a target excepted)."""
+    if not (dest / MANIFEST).is_file():
+        return  # nothing there, or not a bundle: `copy_bundle` refuses the latter
+    view = verify_cached(dest, None)
+    if view is None:
+        why = f"its files no longer match its {MANIFEST}"
+    else:
+        known = {MANIFEST, *(f.path for f in view.files)}
+        added = sorted(
+            p.relative_to(dest).as_posix()
+            for p in dest.rglob("*")
+            if p.is_file() and p.relative_to(dest).as_posix() not in known
+            and p.suffix != ".engine"
+        )  # fmt: skip
+        why = f"it holds {added[0]}, which the bundle does not" if added else None
+    if why is not None:
+        raise UserError(
+            f"{dest} was changed since it was pulled ({why}); pass --force to replace it, or "
+            "choose another --out"
+        )
 
 
 def copy_bundle(src: Path, view: ManifestView, out_dir: Path, extra: Sequence[str] = ()) -> Path:

@@ -27,7 +27,7 @@ from factory.registry.index import (
     hash_file,
 )
 from factory.registry.sources import write_verified
-from targets.atomic import write_atomic
+from targets.atomic import check_writable_dir, write_atomic
 from targets.errors import UserError
 
 INDEX = "index.json"
@@ -202,6 +202,7 @@ def _registry_root(registry_dir: Path | str) -> Path:
     root = Path(text).expanduser()
     if root.exists() and not root.is_dir():
         raise UserError(f"registry {root} is not a directory")
+    check_writable_dir(root, "--registry")
     root.mkdir(parents=True, exist_ok=True)
     return root
 

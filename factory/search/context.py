@@ -12,6 +12,7 @@ then hands the records to the others so that their strategies take the same deci
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -25,6 +26,7 @@ from factory.data import DataSplits, iterate_batches, num_batches
 from factory.distributed import DistContext
 from factory.search.costs import CostModel, estimate_cost_range
 from factory.search.executor import Executor, Scores
+from factory.search.interrupt import StopSignals, UnitJournal
 from factory.search.scoring import EvalSettings, Scorer, prepared
 from factory.spaces.base import Genotype, SearchSpace, Supernet
 from factory.strategies.base import PathSource, Record, Weights
@@ -77,28 +79,45 @@ class RunContext:
         self.scorer = Scorer.of(space, space_options or {}, data.train, data.val, settings)
         self._version, self._previous_key = 0, ""  # names of the weights for the executor
         self.cheap_scorer = self.scorer.cheapened()
+        self.signals: StopSignals | None = None  # set by the runner while its loop runs
+        self.journal = UnitJournal()  # what the current unit has done
+        self.resumed = UnitJournal()  # what it had done before a resume (skipped)
 
     # --- SearchContext -----------------------------------------------------------------
     def train_supernet(self, paths: PathSource = None, epochs: float = 1.0) -> float:
         per_epoch = num_batches(self.data.train, self.settings.batch_size, drop_last=True)
         steps = max(1, math.ceil(epochs * per_epoch))
+        earlier = self.resumed.call(len(self.journal.calls))
+        if earlier is not None:  # the same batch order as before the interruption
+            self.torch_gen.set_state(earlier.torch_start)
+        call = self.journal.start_call(self.torch_gen, self.rng)
         batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = self._endless_batches()
+        if earlier is not None and earlier.steps:  # trained before: skip, keep the draws
+            for _ in itertools.islice(batches, earlier.steps):
+                pass
+            self.rng.bit_generator.state = earlier.numpy_state
+            call.steps, call.numpy_state = earlier.steps, earlier.numpy_state
+        todo = steps - call.steps
+        if todo <= 0:
+            return call.loss
         if self.dist is not None:
             self.dist.check_same_stream(self.rng, f"weights version {self._version}")
             batches = (self.dist.shard(x, y) for x, y in batches)
-        stats = train_epoch(
-            self.space,
-            self.train_net,
-            itertools.islice(batches, steps),
-            self.optimizer,
-            self.train_cfg,
-            self.rng,
-            paths,
-            progress=self.progress,
-            total=steps,
-        )
+        with self._deferred():
+            stats = train_epoch(
+                self.space,
+                self.train_net,
+                self.journal.counted(call, itertools.islice(batches, todo), self.rng, self._check),
+                self.optimizer,
+                self.train_cfg,
+                self.rng,
+                paths,
+                progress=self.progress,
+                total=todo,
+            )
         self._version += 1
-        return stats.loss if self.dist is None else self.dist.mean(stats.loss)
+        call.loss = stats.loss if self.dist is None else self.dist.mean(stats.loss)
+        return call.loss
 
     def evaluate(
         self,
@@ -117,7 +136,11 @@ class RunContext:
         return self._evaluate(genotypes, phase, step, weights, record, cheap)
 
     def snapshot_weights(self) -> None:
-        self.previous = copy.deepcopy(self.supernet)
+        with self._deferred():
+            taken = self.journal.snapshots + 1
+            if taken > self.resumed.snapshots:  # else the partial checkpoint restored it
+                self.previous = copy.deepcopy(self.supernet)
+            self.journal.snapshots = taken
         self._previous_key = f"previous-{self._version}"
 
     def cost_range(self) -> tuple[float, float]:
@@ -141,6 +164,18 @@ class RunContext:
         return len(self.scorer.val)
 
     # --- helpers ------------------------------------------------------------------------
+    def begin_unit(self, resumed: UnitJournal | None = None) -> None:
+        """A new unit starts (`resumed`: what it had done before an interruption)."""
+        self.journal = UnitJournal()
+        self.resumed = resumed or UnitJournal()
+
+    def _deferred(self) -> contextlib.AbstractContextManager[None]:
+        return self.signals.deferring() if self.signals else contextlib.nullcontext()
+
+    def _check(self) -> None:
+        if self.signals is not None:
+            self.signals.check()
+
     def elapsed(self) -> float:
         return self.elapsed_offset + time.monotonic() - self.started
 
@@ -189,9 +224,21 @@ class RunContext:
         if self.costs.times_here:  # before workers load this machine
             for g in new:
                 self.costs.costs(g)
-        scores = self.executor.score(self.scorer, net, key, new)
-        for j, i in enumerate(todo):  # recorded in order, each as soon as it is known
-            done[i] = self._record(genotypes[i], self._score(scores, j), phase, step, record)
+        bar = self.progress
+        task = bar.add_task(f"evaluate ({phase})", total=len(todo), status="") if bar else None
+        try:
+            with self._deferred():
+                scores = self.executor.score(self.scorer, net, key, new)
+                for j, i in enumerate(todo):  # recorded in order, each as soon as it is known
+                    self._check()  # a safe point: every evaluation so far is in the database
+                    rec = self._record(genotypes[i], self._score(scores, j), phase, step, record)
+                    done[i] = rec
+                    if bar is not None and task is not None:
+                        acc = 100 * rec.value("accuracy")
+                        bar.update(task, advance=1, status=f"acc {acc:.1f} %")
+        finally:
+            if bar is not None and task is not None:
+                bar.remove_task(task)
         return [done[i] for i in range(len(genotypes))]
 
     def _score(self, scores: Scores, index: int) -> float:

@@ -111,6 +111,11 @@ def _row(r: Record, space_format, final: FinalLatencies | None = None) -> dict[s
     }
 
 
+def front_rows(front: Sequence[Record], space_format) -> list[dict[str, Any]]:
+    """The rows pareto.json lists for `front` (no final re-measurement)."""
+    return [_row(r, space_format) for r in front]
+
+
 Remeasure = Callable[[list[Record], Mapping[str, Record]], "FinalLatencies"]
 
 

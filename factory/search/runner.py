@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ import numpy as np
 import torch
 
 from factory import distributed
-from factory.progress import make_progress
+from factory.data import DataSplits
+from factory.progress import make_progress, status
 from factory.search.checkpoint import (
     flatten_optimizer_state,
     load_checkpoint,
@@ -33,16 +36,32 @@ from factory.search.config import SearchConfig
 from factory.search.context import EvalSettings, RunContext
 from factory.search.costs import CostModel
 from factory.search.executor import Executor, ExecutorSpec, InProcessExecutor, make_executor
+from factory.search.interrupt import (
+    STOP_REASONS,
+    RunInterrupted,
+    StopSignals,
+    UnitJournal,
+    UnitStart,
+    stop_reason,
+)
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
 from factory.search.remeasure import remeasure
-from factory.search.store import RunStore, check_resume, load_config, save_config
+from factory.search.rundir import finished_run, load_data, remove_new_run
+from factory.search.store import (
+    RunStore,
+    check_resume,
+    load_config,
+    save_config,
+)
+from factory.search.validate import check_run_options, setting_fits, setting_kind
 from factory.spaces import get_space
 from factory.strategies import STRATEGIES
 from factory.strategies.base import Record, Strategy
 from factory.supernet import SupernetTrainConfig, make_optimizer
 from profilers.farm import farm_resources
 from targets import get_target
-from targets.errors import UserError
+from targets.atomic import check_writable_dir
+from targets.errors import Terminated, UserError
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,8 @@ class RunResult:
     total_units: int
     evaluations: int
     stopped: str | None  # None: finished; otherwise why it stopped early
+    kept: str = ""  # what a partial checkpoint kept of the unit under way
+    finished_before: bool = False  # `--resume` of a run that had already finished
     rank: int = 0  # of a data-parallel run: only rank 0 has the front and the outputs
 
 
@@ -70,7 +91,11 @@ def resolve(config: SearchConfig) -> SearchConfig:
     for name in config.init:
         space.parse(name)
     if config.cost not in config.objectives:
-        raise UserError(f"--cost {config.cost} must be one of the objectives {config.objectives}")
+        raise UserError(
+            f"--cost {config.cost} is not one of the objectives ({', '.join(config.objectives)}); "
+            f"add it: --objectives {','.join((*config.objectives, config.cost))}"
+        )
+    check_run_options(config)
     return dataclasses.replace(config, strategy_config=_jsonable(dataclasses.asdict(strategy_cfg)))
 
 
@@ -104,6 +129,13 @@ def with_settings(strategy_cfg: Any, settings: dict[str, Any]) -> Any:
             f"unknown setting {unknown[0]!r} for {type(strategy_cfg).__name__}; "
             f"valid: {', '.join(sorted(fields))}"
         )
+    hints = typing.get_type_hints(type(strategy_cfg))
+    for key, value in settings.items():
+        if not setting_fits(value, hints.get(key, Any)):
+            raise UserError(
+                f"--set {key}={json.dumps(value)}: {key} takes {setting_kind(hints[key])} "
+                f"(the default is {json.dumps(_jsonable(getattr(strategy_cfg, key)))})"
+            )
     values = _tuples(type(strategy_cfg), dict(settings))
     try:
         return dataclasses.replace(strategy_cfg, **values)
@@ -128,20 +160,14 @@ class _Run:
         run_dir: Path,
         store: RunStore | None,  # None on the ranks > 0 of a data-parallel run
         device: torch.device,
+        data: DataSplits,
         executor: Executor,
         farm_backend: str,
         dist: distributed.DistContext | None,
     ) -> None:
-        from factory.data import load_dataset
-
         self.config, self.run_dir, self.store = config, run_dir, store
         self.target = get_target(config.target)
-        self.data = load_dataset(
-            config.dataset,
-            root=Path(config.data_root) if config.data_root else None,
-            seed=config.seed,
-            limit_train=config.train_size,
-        )
+        self.data = data
         self.space = get_space(config.space, self.data.info.input_spec(), config.space_options)
         cls = STRATEGIES.get(config.strategy)
         strategy_cfg = cls.Config(**_tuples(cls.Config, config.strategy_config))
@@ -168,6 +194,7 @@ class _Run:
             farm_backend=farm_backend,
             notify=self.notify,
         )
+        self.resumed = UnitJournal()  # what a partial checkpoint kept of its unit
         self.ctx = RunContext(
             space=self.space,
             supernet=self.supernet,
@@ -203,20 +230,26 @@ class _Run:
     def close(self) -> None:
         self.ctx.costs.close()
 
-    def checkpoint(self, unit: int) -> None:
+    def checkpoint(self, unit: int, start: UnitStart | None = None) -> None:
+        """Checkpoint after `unit`; with `start` (the next unit's starting state), a partial
+        one: that state plus the weights and journal of the unit under way."""
         if self.store is None:
             return  # rank 0 writes the run
-        state = self.strategy.state_dict()
+        start = start or UnitStart.capture(self.strategy, self.ctx)
+        state = dict(start.strategy)
         strategy_tensors = state.pop("tensors", {})
         opt_tensors, opt_meta = flatten_optimizer_state(self.optimizer.state_dict())
         tensors = {
             "supernet": self.supernet.state_dict(),
             "optimizer": opt_tensors,
             "strategy": strategy_tensors,
-            "rng": {"torch": self.ctx.torch_gen.get_state()},
+            "rng": {"torch": start.torch_rng},
         }
         if self.ctx.previous is not None:
             tensors["previous"] = self.ctx.previous.state_dict()
+        extra: dict[str, Any] = {}
+        if start.partial:
+            tensors["journal"], extra["partial"] = self.ctx.journal.to_checkpoint()
         save_checkpoint(
             self.run_dir,
             unit,
@@ -224,9 +257,10 @@ class _Run:
             {
                 "strategy": state,
                 "optimizer": opt_meta,
-                "numpy_rng": self.ctx.rng.bit_generator.state,
+                "numpy_rng": start.numpy_rng,
                 "elapsed_s": self.ctx.elapsed(),
-                "f_range": list(self.ctx.f_range),
+                "f_range": start.f_range,
+                **extra,
             },
         )
 
@@ -261,6 +295,9 @@ class _Run:
                 assert self.ctx.previous is not None
                 self.ctx.previous.load_state_dict(ckpt.tensors["previous"])
             start = ckpt.unit + 1
+            if "partial" in ckpt.state:  # stopped inside unit `start`: keep what it did
+                journal = ckpt.tensors.get("journal", {})
+                self.resumed = UnitJournal.from_checkpoint(journal, ckpt.state["partial"])
         self.ctx.replay = {(r.arch_id, r.phase, r.step): r for r in records if r.step >= start}
         return start
 
@@ -287,74 +324,132 @@ def run_search(
     quiet: bool = False,
     device: torch.device | None = None,
     executor: ExecutorSpec | None = None,
+    download: bool = False,
 ) -> RunResult:
     """Run (or continue) a search in `run_dir` and write its front; the supernet trains on
     `device` (default the CPU), candidates are scored where `executor` says (default here).
-    Under torchrun every rank calls this; rank 0 writes the run."""
+    Nothing is written until the config and the data check out. Under torchrun every rank
+    calls this; rank 0 writes the run."""
     config = resolve(config)
-    where = executor or ExecutorSpec()
+    check_writable_dir(run_dir, "--resume" if resume else "--out")
     dist = distributed.from_env(device or torch.device("cpu"))  # under torchrun: one rank
     device = dist.device if dist is not None else device or torch.device("cpu")
     main = dist is None or dist.is_main  # only rank 0 scores, so only it needs workers
-    # joined before anything is written: a cluster that does not answer leaves no run behind
-    resources = farm_resources(get_target(config.target))
-    pool = make_executor(where, device, resources) if main else InProcessExecutor(device)
     try:
-        prepare = functools.partial(_prepare, config, run_dir, resume)
-        dist.from_main(prepare) if dist is not None else prepare()
-        backend = "ray" if where.kind == "ray" else "local"
-        with RunStore(run_dir) if main else contextlib.nullcontext() as store:
-            run = _Run(config, run_dir, store, device, pool, backend, dist)
-            try:
-                start = run.restore() if resume else 0
-                return _loop(run, start, quiet or not main)
-            finally:
-                run.close()
+        check = functools.partial(_check_run_dir, config, run_dir, resume)
+        done = dist.from_main(check) if dist is not None else check()
+        if done is not None:
+            return done  # a finished run says so; nothing is measured or rewritten again
+        with status(f"loading {config.dataset}", quiet or not main):
+            data = load_data(config, download)  # a missing dataset fails before any write
+        where = executor or ExecutorSpec()
+        # joined before anything is written: a cluster that does not answer leaves no run
+        resources = farm_resources(get_target(config.target))
+        pool = make_executor(where, device, resources) if main else InProcessExecutor(device)
+        try:
+            quiet = quiet or not main
+            return _start(config, run_dir, resume, quiet, device, data, pool, where, dist)
+        finally:
+            pool.close()
     finally:
-        pool.close()
         distributed.close(dist)
 
 
-def _prepare(config: SearchConfig, run_dir: Path, resume: bool) -> None:
-    """The run directory with its config: checked against the saved one on resume."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _start(
+    config: SearchConfig,
+    run_dir: Path,
+    resume: bool,
+    quiet: bool,
+    device: torch.device,
+    data: DataSplits,
+    pool: Executor,
+    where: ExecutorSpec,
+    dist: distributed.DistContext | None,
+) -> RunResult:
+    """Create (or reopen) the run directory and run the loop; a run whose set-up fails is
+    removed again, so it never blocks the next one with the same --out."""
+    main = dist is None or dist.is_main
+    create = functools.partial(_create, config, run_dir, resume)
+    existed = dist.from_main(create) if dist is not None else create()
+    backend = "ray" if where.kind == "ray" else "local"
+    with RunStore(run_dir) if main else contextlib.nullcontext() as store:
+        try:
+            run = _Run(config, run_dir, store, device, data, pool, backend, dist)
+            start = run.restore() if resume else 0
+        except BaseException:
+            if not resume and store is not None:
+                store.close()
+                remove_new_run(run_dir, existed)
+            raise
+        try:
+            return _loop(run, start, quiet)
+        finally:
+            run.close()
+
+
+def _check_run_dir(config: SearchConfig, run_dir: Path, resume: bool) -> RunResult | None:
+    """On resume the saved config must match, and a finished run comes back as it is; a new
+    run never replaces one."""
     if resume:
         check_resume(run_dir, config.to_dict())
-    elif (run_dir / "config.json").exists():
+        return finished_run(run_dir)  # says so; nothing is measured or rewritten again
+    if (run_dir / "config.json").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
-    else:
+    return None
+
+
+def _create(config: SearchConfig, run_dir: Path, resume: bool) -> bool:
+    """The run directory with its config; whether the directory existed before."""
+    existed = run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
         save_config(run_dir, config.to_dict())
+    return existed
 
 
 def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     total = run.strategy.total_units()
     budget = run.config.time_budget_s
     stopped: str | None = None
-    unit = start
+    unit, kept = start, ""
     floor = _chance_floor(run)
-    with make_progress(disable=quiet) as progress:
-        run.ctx.progress = progress
+    with StopSignals() as signals, make_progress(disable=quiet) as progress:
+        run.ctx.progress, run.ctx.signals = progress, signals
         task = progress.add_task(
-            f"{run.config.strategy} on {run.config.space}", total=total, completed=start, status=""
-        )
+            f"{run.config.strategy} on {run.config.space}",
+            total=total, completed=start, status="", start=start,
+        )  # fmt: skip
+        begun: UnitStart | None = None
         try:
             while unit < total:
+                signals.check()
                 if _over_budget(run, budget):
                     stopped = f"time budget of {budget:.0f} s reached"
                     break
+                run.ctx.begin_unit(run.resumed if unit == start else None)  # journal first
+                begun = UnitStart.capture(run.strategy, run.ctx, partial=True)
                 run.strategy.run_unit(run.ctx, unit)
-                run.checkpoint(unit)
-                unit += 1
+                with signals.deferring():
+                    run.checkpoint(unit)
+                    unit, begun = unit + 1, None
                 if run.store is not None:
                     front = pareto_front(run.store.records(), run.config.objectives, floor)
                     progress.update(task, advance=1, status=f"front {len(front)}")
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-        run.ctx.progress = None
+        except (RunInterrupted, KeyboardInterrupt, Terminated) as exc:
+            stopped = stop_reason(exc)
+            kept = _keep_partial(run, unit, begun)
+        run.ctx.progress = run.ctx.signals = None
     if run.store is None:  # a rank > 0 of a data-parallel run: rank 0 writes the outputs
         return RunResult(run.run_dir, [], unit, total, 0, stopped, rank=run.ctx.dist.rank)
     run.ctx.dist = None  # the ranks part here: rank 0 scores the references alone
-    refs = run.references() if stopped != "interrupted" else {}
+    refs: dict[str, Record] = {}
+    if stopped not in STOP_REASONS:
+        try:
+            with make_progress(disable=quiet) as run.ctx.progress:
+                refs = run.references()
+        except (KeyboardInterrupt, Terminated) as exc:
+            stopped = stop_reason(exc)
+        run.ctx.progress = None
     records = run.store.records()
     meta = {
         "space": run.config.space,
@@ -363,14 +458,38 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         "units_done": unit,
         "total_units": total,
         "stopped": stopped,
+        "floor": {"num_classes": floor.num_classes, "val_images": floor.val_images},
         "latency_objective": run.ctx.costs.describe_latency(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    front = write_outputs(
+    try:
+        with status("writing the front (and re-measuring its latency)", quiet):
+            front = _write(run, records, refs, meta, floor)
+    except (KeyboardInterrupt, Terminated) as exc:  # in the final re-measurement: skip it
+        meta["stopped"] = stopped = stop_reason(exc)
+        front = _write(run, records, refs, meta, floor)
+    return RunResult(run.run_dir, front, unit, total, len(records), stopped, kept)
+
+
+def _write(
+    run: _Run, records: list[Record], refs: dict[str, Record], meta: dict, floor: ChanceFloor
+) -> list[Record]:
+    return write_outputs(
         run.run_dir, records, run.config.objectives, run.space.format, refs, meta,
-        floor=floor, remeasure=_final_latency(run, stopped),
+        floor=floor, remeasure=_final_latency(run, meta["stopped"]),
     )  # fmt: skip
-    return RunResult(run.run_dir, front, unit, total, len(records), stopped)
+
+
+def _keep_partial(run: _Run, unit: int, begun: UnitStart | None) -> str:
+    """Checkpoint the unit under way (weights, journal) unless it did nothing or stopped in
+    the middle of an optimizer step; says what was kept."""
+    if begun is None or run.store is None or run.ctx.journal.in_step:
+        return ""
+    steps, evaluations = run.ctx.journal.steps, run.store.count() - begun.evaluations
+    if not steps and not evaluations:
+        return ""
+    run.checkpoint(unit - 1, begun)
+    return f"{steps} supernet steps and {evaluations} evaluations of unit {unit + 1}"
 
 
 def _over_budget(run: _Run, budget: float | None) -> bool:
@@ -389,7 +508,7 @@ def _chance_floor(run: _Run) -> ChanceFloor:
 
 def _final_latency(run: _Run, stopped: str | None) -> Remeasure:
     """The front's careful re-measurement (skipped after Ctrl-C: the user is waiting)."""
-    skip = "the run was interrupted" if stopped == "interrupted" else None
+    skip = f"the run was {stopped}" if stopped in STOP_REASONS else None
     return functools.partial(remeasure, run.space, run.target, run.config.objectives, skip=skip)
 
 

@@ -154,3 +154,13 @@ def test_real_subprocess_error(tmp_path: Path) -> None:
     assert (
         proc.stderr.strip() == "error: unknown export format 'x'; valid: onnx, onnx-int8, tensorrt"
     )
+
+
+def test_json_lists_each_bundle_with_its_manifest(run_dir: Path, tmp_path: Path) -> None:
+    result = export(run_dir, "-c", "shufflenet_g1", "--from-supernet", "--format", "onnx",
+                    "--out", tmp_path, *SMALL, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (bundle,) = json.loads(result.stdout)
+    assert bundle["path"] == str(tmp_path / "fmnist-shufflenet_g1")
+    assert bundle["manifest"]["name"] == "fmnist-shufflenet_g1"
+    assert bundle["parity_max_abs_diff"] < 1

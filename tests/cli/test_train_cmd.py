@@ -123,3 +123,14 @@ def test_not_a_run_directory_in_a_real_process(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path} is not a run directory (no config.json)"
+
+
+def test_json_summary(run_dir: Path) -> None:
+    result = runner.invoke(
+        app, ["train", str(run_dir), "-c", "shufflenet_g1", "--epochs", "0.5", "--limit-images",
+              LIMIT, "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["name"] == "shufflenet_g1" and row["status"] == "trained"
+    assert 0 <= row["test_accuracy"] <= 1 and row["params"] > 0

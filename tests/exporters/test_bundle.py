@@ -157,6 +157,13 @@ def test_model_card_snippet_runs_with_only_onnxruntime_and_numpy(
     x, _ = data.test.take(torch.tensor([index]))
     expected = data.info.class_names[int(session.run(None, {"input": x.numpy()})[0].argmax())]
     assert out.stdout.strip() == expected
+    elsewhere = subprocess.run(  # from any directory, given the bundle's
+        [sys.executable, "-I", "-c", _BLOCK_OURS, script, image, str(bundle.path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert elsewhere.stdout.strip() == expected
+    assert "np.save('image.npy'" in card and ".convert('L').resize((28, 28))" in card
 
 
 _BLOCK_OURS = f"""

@@ -1,0 +1,56 @@
+"""A run directory's life around the loop: the data checked before it is created, what a
+rejected start removes, and how a finished run is recognised."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from factory.data import DataSplits
+from factory.run_report import pareto_problem
+from factory.search.config import SearchConfig
+from factory.search.store import CONFIG_NAME, DB_NAME
+
+if TYPE_CHECKING:
+    from factory.search.runner import RunResult
+
+
+def load_data(config: SearchConfig, download: bool = False) -> DataSplits:
+    """The run's dataset splits (`download`: fetch it when it is not on this machine)."""
+    from factory.data import load_dataset
+
+    return load_dataset(
+        config.dataset,
+        root=Path(config.data_root) if config.data_root else None,
+        seed=config.seed,
+        download=download,
+        limit_train=config.train_size,
+    )
+
+
+def remove_new_run(run_dir: Path, existed: bool) -> None:
+    """Undo what starting a run wrote: its config and database, and the directory if new."""
+    for name in (CONFIG_NAME, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+        (run_dir / name).unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
+
+
+def finished_run(run_dir: Path) -> RunResult | None:
+    """What a finished run did, if `run_dir` holds one: its pareto.json was written after
+    the last unit, with nothing stopping it early."""
+    from factory.search.runner import RunResult
+
+    try:
+        doc = json.loads((run_dir / "pareto.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if pareto_problem(doc) is not None or doc.get("stopped") is not None:
+        return None
+    done, total = doc.get("units_done"), doc.get("total_units")
+    if not isinstance(done, int) or done != total:
+        return None
+    return RunResult(run_dir, [], done, total, doc["evaluations"], None, finished_before=True)
