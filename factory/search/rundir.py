@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,22 @@ from factory.search.config import SearchConfig
 from factory.search.store import CONFIG_NAME, DB_NAME
 
 if TYPE_CHECKING:
-    from factory.search.runner import RunResult
+    from factory.strategies.base import Record
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a call to `run_search` did."""
+
+    run_dir: Path
+    front: list[Record]
+    units_done: int
+    total_units: int
+    evaluations: int
+    stopped: str | None  # None: finished; otherwise why it stopped early
+    kept: str = ""  # what a partial checkpoint kept of the unit under way
+    finished_before: bool = False  # `--resume` of a run that had already finished
+    rank: int = 0  # of a data-parallel run: only rank 0 has the front and the outputs
 
 
 def load_data(config: SearchConfig, download: bool = False) -> DataSplits:
@@ -42,7 +58,6 @@ def remove_new_run(run_dir: Path, existed: bool) -> None:
 def finished_run(run_dir: Path) -> RunResult | None:
     """What a finished run did, if `run_dir` holds one: its pareto.json was written after
     the last unit, with nothing stopping it early."""
-    from factory.search.runner import RunResult
 
     try:
         doc = json.loads((run_dir / "pareto.json").read_text())

@@ -16,7 +16,6 @@ import json
 import sys
 import time
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from factory.search.interrupt import (
 )
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
 from factory.search.remeasure import remeasure
-from factory.search.rundir import finished_run, load_data, remove_new_run
+from factory.search.rundir import RunResult, finished_run, load_data, remove_new_run
 from factory.search.store import (
     RunStore,
     check_resume,
@@ -62,21 +61,6 @@ from profilers.farm import farm_resources
 from targets import get_target
 from targets.atomic import check_writable_dir
 from targets.errors import Terminated, UserError
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a call to `run_search` did."""
-
-    run_dir: Path
-    front: list[Record]
-    units_done: int
-    total_units: int
-    evaluations: int
-    stopped: str | None  # None: finished; otherwise why it stopped early
-    kept: str = ""  # what a partial checkpoint kept of the unit under way
-    finished_before: bool = False  # `--resume` of a run that had already finished
-    rank: int = 0  # of a data-parallel run: only rank 0 has the front and the outputs
 
 
 def resolve(config: SearchConfig) -> SearchConfig:

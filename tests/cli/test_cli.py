@@ -56,7 +56,7 @@ def test_targets_json_lists_all() -> None:
     ("args", "message"),
     [
         (("targets", "show", "pdp-11"), "unknown target 'pdp-11'; valid: cuda-gpu"),
-        (("spaces", "show", "resnet"), "unknown space 'resnet'; valid: mobilenet, shufflenet"),
+        (("spaces", "show", "resnet"), "unknown space 'resnet'; valid: mobilenet, nb201, shuf"),
         (("spaces", "show", "mobilenet", "-g", "1-2-x"), "cannot parse mobilenet genotype"),
         (("spaces", "show", "mobilenet", "-g", "0-0"), "needs 23 choices"),
         (("spaces", "show", "vgg", "--input-shape", "28x28"), "input shape must look like"),
