@@ -172,6 +172,23 @@ def trimmed() -> list[Row]:
              "trimmed_mobilenet.md")]  # fmt: skip
 
 
+def kill_loop() -> list[Row]:
+    text = (DOCS / "kill_loop.md").read_text()
+    kept = "recorded before a kill still there, unchanged: **yes**" in text
+    same = "uninterrupted run with the same seed (and every evaluation too): **yes**"
+    return [("kill loop: 20 SIGKILLs + --resume keep every recorded evaluation", "all kept",
+             "yes" if kept else "no", kept, "kill_loop.md"),
+            ("... and end on the uninterrupted run's front", "identical",
+             "yes" if same in text else "no", same in text, "kill_loop.md")]  # fmt: skip
+
+
+def agent_fuzz() -> list[Row]:
+    rows = table("agent_fuzz.md", "tier")
+    return [(f"agent fuzzed ({r['tier']} tier): no 5xx but the documented 501",
+             "0 of the requests", f"{r['5xx other than 501']} of {r['requests']}",
+             number(r["5xx other than 501"]) == 0, "agent_fuzz.md") for r in rows]  # fmt: skip
+
+
 def scale() -> list[Row]:
     d = load("scale.json")
     ray = {k: v["per_min"] for k, v in d["scoring"].items()}
@@ -206,6 +223,8 @@ SECTIONS: list[tuple[str, Callable[[], list[Row]]]] = [
     ("strategies against the exact front (NAS-Bench-201)", nb201),
     ("VGG-Lite", vgg_lite),
     ("scale out", scale),
+    ("interruption", kill_loop),
+    ("the device agent under fuzzing", agent_fuzz),
 ]
 
 
@@ -237,7 +256,8 @@ def main() -> None:
         "[baselines](baselines.md), [strategies](strategies.md), "
         "[latency tables](latency_tables.md), [CANAS](canas.md), [NAS-Bench-201](nb201.md), "
         "[VGG-Lite](vgg_lite.md), [prebuilt models, INT8 vs FP32](prebuilt.md), "
-        "[profiler](profiler.md), [scale out](scale.md).",
+        "[profiler](profiler.md), [scale out](scale.md), [kill loop](kill_loop.md), "
+        "[agent fuzzing](agent_fuzz.md).",
         "",
     ]
     (DOCS / "benchmarks.md").write_text("\n".join(lines))
