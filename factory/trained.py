@@ -25,7 +25,7 @@ from torch import nn
 from factory.data import DataSplits
 from factory.run_report import load_pareto
 from factory.search.config import SearchConfig
-from factory.search.runner import load_run_config
+from factory.search.resolve import load_run_config
 from factory.search.store import RunStore
 from factory.spaces import get_space
 from factory.spaces.base import Genotype, SearchSpace

@@ -187,7 +187,8 @@ def search(
     from factory.search.config import SearchConfig, parse_duration, parse_objectives
     from factory.search.costs import LATENCY_MODES
     from factory.search.executor import ExecutorSpec
-    from factory.search.runner import load_run_config, run_search
+    from factory.search.resolve import load_run_config
+    from factory.search.runner import run_search
 
     if threads:
         import torch

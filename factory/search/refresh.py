@@ -47,7 +47,7 @@ def current_front(run_dir: Path) -> dict[str, Any]:
 
 
 def _recomputed(run_dir: Path, old: dict[str, Any] | None) -> dict[str, Any]:
-    from factory.search.runner import load_run_config
+    from factory.search.resolve import load_run_config
     from factory.spaces import get_space
 
     config = load_run_config(run_dir)

@@ -1,4 +1,4 @@
-"""A run directory's life around the loop: the data checked before it is created, what a
+"""A run directory's life around the loop: checked and created only after its data loads, what a
 rejected start removes, and how a finished run is recognised."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from factory.data import DataSplits
 from factory.run_report import pareto_problem
 from factory.search.config import SearchConfig
-from factory.search.store import CONFIG_NAME, DB_NAME
+from factory.search.store import CONFIG_NAME, DB_NAME, check_resume, save_config
+from targets.errors import UserError
 
 if TYPE_CHECKING:
     from factory.strategies.base import Record
@@ -69,3 +70,23 @@ def finished_run(run_dir: Path) -> RunResult | None:
     if not isinstance(done, int) or done != total:
         return None
     return RunResult(run_dir, [], done, total, doc["evaluations"], None, finished_before=True)
+
+
+def check_run_dir(config: SearchConfig, run_dir: Path, resume: bool) -> RunResult | None:
+    """On resume the saved config must match, and a finished run comes back as it is; a new
+    run never replaces one."""
+    if resume:
+        check_resume(run_dir, config.to_dict())
+        return finished_run(run_dir)  # says so; nothing is measured or rewritten again
+    if (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
+    return None
+
+
+def create_run_dir(config: SearchConfig, run_dir: Path, resume: bool) -> bool:
+    """The run directory with its config; whether the directory existed before."""
+    existed = run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        save_config(run_dir, config.to_dict())
+    return existed

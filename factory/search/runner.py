@@ -10,12 +10,9 @@ database.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import json
 import sys
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +42,17 @@ from factory.search.interrupt import (
 )
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
 from factory.search.remeasure import remeasure
-from factory.search.rundir import RunResult, finished_run, load_data, remove_new_run
+from factory.search.resolve import config_tuples, resolve
+from factory.search.rundir import (
+    RunResult,
+    check_run_dir,
+    create_run_dir,
+    load_data,
+    remove_new_run,
+)
 from factory.search.store import (
     RunStore,
-    check_resume,
-    load_config,
-    save_config,
 )
-from factory.search.validate import check_run_options, setting_fits, setting_kind
 from factory.spaces import get_space
 from factory.strategies import STRATEGIES
 from factory.strategies.base import Record, Strategy
@@ -60,79 +60,7 @@ from factory.supernet import SupernetTrainConfig, make_optimizer
 from profilers.farm import farm_resources
 from targets import get_target
 from targets.atomic import check_writable_dir
-from targets.errors import Terminated, UserError
-
-
-def resolve(config: SearchConfig) -> SearchConfig:
-    """The config with the strategy's preset and unit budget resolved into plain values."""
-    cls = STRATEGIES.get(config.strategy)
-    strategy_cfg = cls.Config.preset(config.preset)
-    if config.units is not None:
-        strategy_cfg = with_units(strategy_cfg, config.units)
-    strategy_cfg = with_settings(strategy_cfg, config.strategy_config)
-    get_target(config.target)  # unknown names fail before anything is written
-    space = get_space(config.space, options=config.space_options)
-    for name in config.init:
-        space.parse(name)
-    if config.cost not in config.objectives:
-        raise UserError(
-            f"--cost {config.cost} is not one of the objectives ({', '.join(config.objectives)}); "
-            f"add it: --objectives {','.join((*config.objectives, config.cost))}"
-        )
-    check_run_options(config)
-    return dataclasses.replace(config, strategy_config=_jsonable(dataclasses.asdict(strategy_cfg)))
-
-
-def with_units(strategy_cfg: Any, units: int) -> Any:
-    """The strategy config with its number of units set (`--generations` / `--steps`)."""
-    if units < 1:
-        raise UserError("the number of generations/steps must be >= 1")
-    names = {f.name for f in dataclasses.fields(strategy_cfg)}
-    if "generations" in names:
-        return dataclasses.replace(strategy_cfg, generations=units)
-    if {"n_warm", "n_slow", "n_fast"} <= names:  # keep the paper's 1:1:4 phase proportions
-        warm = slow = max(1, round(units / 6))
-        # and the period's share of a phase (paper: T = N_slow), so F does not jump between
-        # the ends of its range when a run is shorter than the preset
-        period = max(1, round(strategy_cfg.period * slow / max(1, strategy_cfg.n_slow)))
-        return dataclasses.replace(
-            strategy_cfg, n_warm=warm, n_slow=slow, n_fast=max(1, units - warm - slow),
-            period=period,
-        )  # fmt: skip
-    if "steps" in names:
-        return dataclasses.replace(strategy_cfg, steps=units)
-    raise UserError(f"strategy config {type(strategy_cfg).__name__} has no unit budget")
-
-
-def with_settings(strategy_cfg: Any, settings: dict[str, Any]) -> Any:
-    """The strategy config with `--set KEY=VALUE` overrides; unknown keys list valid ones."""
-    fields = {f.name: f for f in dataclasses.fields(strategy_cfg)}
-    unknown = sorted(set(settings) - set(fields))
-    if unknown:
-        raise UserError(
-            f"unknown setting {unknown[0]!r} for {type(strategy_cfg).__name__}; "
-            f"valid: {', '.join(sorted(fields))}"
-        )
-    hints = typing.get_type_hints(type(strategy_cfg))
-    for key, value in settings.items():
-        if not setting_fits(value, hints.get(key, Any)):
-            raise UserError(
-                f"--set {key}={json.dumps(value)}: {key} takes {setting_kind(hints[key])} "
-                f"(the default is {json.dumps(_jsonable(getattr(strategy_cfg, key)))})"
-            )
-    values = _tuples(type(strategy_cfg), dict(settings))
-    try:
-        return dataclasses.replace(strategy_cfg, **values)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"invalid strategy setting: {exc}") from exc
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+from targets.errors import Terminated
 
 
 class _Run:
@@ -154,7 +82,7 @@ class _Run:
         self.data = data
         self.space = get_space(config.space, self.data.info.input_spec(), config.space_options)
         cls = STRATEGIES.get(config.strategy)
-        strategy_cfg = cls.Config(**_tuples(cls.Config, config.strategy_config))
+        strategy_cfg = cls.Config(**config_tuples(cls.Config, config.strategy_config))
         torch.manual_seed(config.seed)  # supernet initialisation
         self.supernet = self.space.supernet().to(device)
         # B architectures per batch (CARS eq. 3) where the strategy has that setting
@@ -292,15 +220,6 @@ class _Run:
         return dict(zip(manual, done, strict=True))
 
 
-def _tuples(config_cls: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """JSON lists back to tuples where the config field is a tuple."""
-    out = dict(values)
-    for f in dataclasses.fields(config_cls):
-        if f.name in out and isinstance(out[f.name], list):
-            out[f.name] = tuple(out[f.name])
-    return out
-
-
 def run_search(
     config: SearchConfig,
     run_dir: Path,
@@ -320,7 +239,7 @@ def run_search(
     device = dist.device if dist is not None else device or torch.device("cpu")
     main = dist is None or dist.is_main  # only rank 0 scores, so only it needs workers
     try:
-        check = functools.partial(_check_run_dir, config, run_dir, resume)
+        check = functools.partial(check_run_dir, config, run_dir, resume)
         done = dist.from_main(check) if dist is not None else check()
         if done is not None:
             return done  # a finished run says so; nothing is measured or rewritten again
@@ -353,7 +272,7 @@ def _start(
     """Create (or reopen) the run directory and run the loop; a run whose set-up fails is
     removed again, so it never blocks the next one with the same --out."""
     main = dist is None or dist.is_main
-    create = functools.partial(_create, config, run_dir, resume)
+    create = functools.partial(create_run_dir, config, run_dir, resume)
     existed = dist.from_main(create) if dist is not None else create()
     backend = "ray" if where.kind == "ray" else "local"
     with RunStore(run_dir) if main else contextlib.nullcontext() as store:
@@ -369,26 +288,6 @@ def _start(
             return _loop(run, start, quiet)
         finally:
             run.close()
-
-
-def _check_run_dir(config: SearchConfig, run_dir: Path, resume: bool) -> RunResult | None:
-    """On resume the saved config must match, and a finished run comes back as it is; a new
-    run never replaces one."""
-    if resume:
-        check_resume(run_dir, config.to_dict())
-        return finished_run(run_dir)  # says so; nothing is measured or rewritten again
-    if (run_dir / "config.json").exists():
-        raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
-    return None
-
-
-def _create(config: SearchConfig, run_dir: Path, resume: bool) -> bool:
-    """The run directory with its config; whether the directory existed before."""
-    existed = run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        save_config(run_dir, config.to_dict())
-    return existed
 
 
 def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
@@ -494,10 +393,3 @@ def _final_latency(run: _Run, stopped: str | None) -> Remeasure:
     """The front's careful re-measurement (skipped after Ctrl-C: the user is waiting)."""
     skip = f"the run was {stopped}" if stopped in STOP_REASONS else None
     return functools.partial(remeasure, run.space, run.target, run.config.objectives, skip=skip)
-
-
-def load_run_config(run_dir: Path) -> SearchConfig:
-    """The saved config of a run directory (for `--resume` and `factory report`)."""
-    if not (run_dir / "config.json").exists():
-        raise UserError(f"{run_dir} is not a run directory (no config.json)")
-    return SearchConfig.from_dict(load_config(run_dir))

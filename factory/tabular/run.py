@@ -62,7 +62,7 @@ def tabular_settings(strategy: str, queries: int) -> dict[str, Any]:
 
 def resolve_tabular(config: SearchConfig) -> tuple[SearchConfig, BenchmarkTable]:
     """The config with the device column and strategy settings resolved, and the table."""
-    from factory.search.runner import with_settings, with_units
+    from factory.search.resolve import with_settings, with_units
 
     if config.space != "nb201":
         raise UserError(f"--benchmark tables cover the nb201 space, not {config.space!r}")

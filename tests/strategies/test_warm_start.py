@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from factory.search.config import SearchConfig
-from factory.search.runner import resolve
+from factory.search.resolve import resolve
 from factory.spaces import get_space
 from factory.strategies.registry import STRATEGIES
 
