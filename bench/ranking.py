@@ -95,7 +95,14 @@ def train_one(job: tuple[str, str, list[int], dict]) -> tuple[str, float, float]
 
 def standalone_scores(run: Path, archs: dict, opts: dict, workers: int) -> dict[str, float]:
     """Trained-alone accuracies, cached per architecture in RUN/ranking/."""
-    cache = run / "ranking" / "standalone.json"
+    done = train_cached(run / "ranking" / "standalone.json", run, archs, opts, workers)
+    return {n: done[n]["accuracy"] for n in archs}
+
+
+def train_cached(cache: Path, run: Path, archs: dict, opts: dict, workers: int) -> dict:
+    """{name: {accuracy, seconds}} of each architecture trained alone with `opts`, in
+    `workers` processes; each result lands in `cache` as soon as it is known (a rerun with
+    the same recipe trains only what is missing)."""
     cache.parent.mkdir(exist_ok=True)
     done = json.loads(cache.read_text()) if cache.exists() else {}
     key = json.dumps(opts, sort_keys=True)
@@ -106,7 +113,7 @@ def standalone_scores(run: Path, archs: dict, opts: dict, workers: int) -> dict[
             done["models"][name] = {"accuracy": acc, "seconds": seconds}
             cache.write_text(json.dumps(done, indent=1))
             print(f"{name}: {100 * acc:.2f} % ({seconds:.0f} s)", flush=True)
-    return {n: done["models"][n]["accuracy"] for n in archs}
+    return done["models"]
 
 
 def fidelity(a: list[float], b: list[float], top: int = 5) -> dict[str, float]:

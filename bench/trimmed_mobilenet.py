@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -50,20 +49,9 @@ def genotypes(space) -> dict[str, tuple[int, ...]]:
 
 def trained(run: Path, archs: dict, opts: dict, workers: int) -> dict[str, dict]:
     """Test accuracy of each network trained alone, cached in RUN/trimmed/ per recipe."""
-    from ranking import train_one
+    from ranking import train_cached
 
-    cache = run / "trimmed" / "standalone.json"
-    cache.parent.mkdir(exist_ok=True)
-    key = json.dumps(opts, sort_keys=True)
-    done = json.loads(cache.read_text()) if cache.exists() else {}
-    done = done if done.get("recipe") == key else {"recipe": key, "models": {}}
-    todo = [(str(run), n, list(g), opts) for n, g in archs.items() if n not in done["models"]]
-    with mp.get_context("spawn").Pool(workers) as pool:
-        for name, acc, seconds in pool.imap_unordered(train_one, todo):
-            done["models"][name] = {"accuracy": acc, "seconds": seconds}
-            cache.write_text(json.dumps(done, indent=1))
-            print(f"{name}: {100 * acc:.2f} % ({seconds:.0f} s)", flush=True)
-    return done["models"]
+    return train_cached(run / "trimmed" / "standalone.json", run, archs, opts, workers)
 
 
 def render(result: dict) -> str:
