@@ -13,12 +13,11 @@ The frame is MobileNetV2's: a conv3x3 stem, seven stages (t, c, n, s below), a c
 
 So MobileNetV2 at widths 0.35/0.5/0.75/1 are exact points of the space (same parameters and
 MACs as `factory.baselines`' networks), and the space reaches well below MobileNetV3-Small@0.5
-in cost. Squeeze-excite is `ops.SqueezeExcite` on the expanded channels (MobileNetV3 style:
-hard-sigmoid, hidden = expanded / 4), where MnasNet uses a sigmoid and a quarter of the
-block's input width.
+in cost. Squeeze-excite is MobileNetV3's (`ops.SqueezeExcite` on the expanded channels,
+hard-sigmoid), where MnasNet uses a sigmoid and a quarter of the block's input width.
 
-The supernet holds one candidate block per (layer, option) at width 1 and runs narrower
-networks on the leading channels of every weight (`factory.spaces.elastic`).
+The supernet holds one block per layer at the largest option and width 1: every option and
+width runs on slices of it (`factory.spaces.elastic`), as Once-for-All does.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from factory.spaces.ops import (
     ClassifierHead,
     SqueezeExcite,
     conv_bn,
+    dims_key,
     out_size,
     stem_stride,
     zero_init_last_bn,
@@ -130,11 +130,9 @@ def _slots(spec: InputSpec, width: float = 1.0) -> tuple[Slot, ...]:
     slots = []
     for stage, (_t, c, n, stage_stride) in enumerate(MOBILENET_V2_STAGES):
         for j in range(n):
-            slot = Slot(
-                shape[0], make_divisible(c * width), stage_stride if j == 0 else 1, shape, stage
-            )
-            slots.append(slot)
-            shape = slot.out_shape
+            stride = stage_stride if j == 0 else 1
+            slots.append(Slot(shape[0], make_divisible(c * width), stride, shape, stage))
+            shape = slots[-1].out_shape
     return tuple(slots)
 
 
@@ -354,11 +352,12 @@ class MobileNetSpace(SearchSpace):
         net = self.build(g).eval()
         slots, spec, s = self.slots_at(arch.width), self.spec, stem_stride(self.spec)
         stem_c = stem_channels(arch.width)
-        blocks = [Block(f"stem_conv3x3_s{s}:{_shape(spec.shape)}->{stem_c}", net.stem, spec.shape)]
+        stem_key = f"stem_conv3x3_s{s}:{dims_key(spec.shape)}->{stem_c}"
+        blocks = [Block(stem_key, net.stem, spec.shape)]
         for (i, op), module in zip(arch.layers, net.layers, strict=True):
             blocks.append(Block(_layer_key(slots[i], op), module, slots[i].in_shape))
         last = slots[-1].out_shape
-        key = f"head_conv1x1_{LAST_CHANNELS}_fc{spec.num_classes}:{_shape(last)}"
+        key = f"head_conv1x1_{LAST_CHANNELS}_fc{spec.num_classes}:{dims_key(last)}"
         blocks.append(Block(key, net.head, last))
         return blocks
 
@@ -377,15 +376,8 @@ class MobileNetSpace(SearchSpace):
         out = {f"mobilenet_v2@{w:g}": self._from_stage_ops(w, v2) for w in WIDTHS}
         # MnasNet-A1's per-stage choices (Tan et al. 2019, fig. 7) on MobileNetV2's widths;
         # A1's 5th stage has 2 layers where V2 has 3.
-        a1 = [
-            (3, 1, False),
-            (3, 6, False),
-            (5, 3, True),
-            (3, 6, False),
-            (3, 6, True),
-            (5, 6, True),
-            (3, 6, False),
-        ]  # kernel, expansion, se per stage
+        a1 = [(3, 1, False), (3, 6, False), (5, 3, True), (3, 6, False), (3, 6, True),
+              (5, 6, True), (3, 6, False)]  # kernel, expansion, se per stage  # fmt: skip
         out["mnasnet_a1"] = self._from_stage_ops(1.0, a1, {4: 2})
         return out
 
@@ -402,10 +394,6 @@ class MobileNetSpace(SearchSpace):
         return self.encode(width, depths or {}, ops)
 
 
-def _shape(shape: tuple[int, int, int]) -> str:
-    return "x".join(str(v) for v in shape)
-
-
 def _layer_key(slot: Slot, op: MBConvOp) -> str:
     """Latency-table key: op config, input shape, output width and stride."""
-    return f"{op.label}:{_shape(slot.in_shape)}->{slot.cout}:s{slot.stride}"
+    return f"{op.label}:{dims_key(slot.in_shape)}->{slot.cout}:s{slot.stride}"

@@ -34,6 +34,7 @@ from factory.spaces.base import (
     SearchSpace,
     Supernet,
 )
+from factory.spaces.ops import dims_key
 from factory.spaces.registry import SPACES
 from targets.errors import UserError
 
@@ -272,11 +273,11 @@ class NB201Space(SearchSpace):
 
     def blocks(self, g: Genotype) -> list[Block]:
         model, shapes, spec = self.build(g).eval(), self._shapes(), self.spec
-        out = [Block(f"nb201_stem:{_dims(spec.shape)}", model.stem, spec.shape)]
+        out = [Block(f"nb201_stem:{dims_key(spec.shape)}", model.stem, spec.shape)]
         for (kind, _, cout), cell, shape in zip(BODY, model.cells, shapes[:-1], strict=True):
             label = "reduction" if kind == "reduction" else f"cell{arch_string(g)}"
-            out.append(Block(f"nb201_{label}:{_dims(shape)}->{cout}", cell, shape))
-        head_key = f"nb201_head:{_dims(shapes[-1])}->{spec.num_classes}"
+            out.append(Block(f"nb201_{label}:{dims_key(shape)}->{cout}", cell, shape))
+        head_key = f"nb201_head:{dims_key(shapes[-1])}->{spec.num_classes}"
         out.append(Block(head_key, model.head, shapes[-1]))
         return out
 
@@ -293,7 +294,3 @@ class NB201Space(SearchSpace):
     def extremes(self) -> tuple[Genotype, Genotype]:
         """Every edge conv3x3; every edge a skip (all-`none` computes nothing worth training)."""
         return (OPS.index("nor_conv_3x3"),) * len(EDGES), (OPS.index("skip_connect"),) * len(EDGES)
-
-
-def _dims(shape: tuple[int, int, int]) -> str:
-    return "x".join(str(d) for d in shape)

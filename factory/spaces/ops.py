@@ -52,6 +52,11 @@ def stem_stride(spec: InputSpec) -> int:
     return 2 if side <= 64 else 4
 
 
+def dims_key(shape: tuple[int, ...]) -> str:
+    """A shape as latency-table keys write it: (1, 28, 28) -> '1x28x28'."""
+    return "x".join(str(d) for d in shape)
+
+
 def out_size(size: int, stride: int) -> int:
     """Spatial size after a 'same'-padded conv with this stride (ceil division)."""
     return -(-size // stride)

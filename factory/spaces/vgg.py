@@ -37,7 +37,7 @@ from factory.spaces.base import (
     SearchSpace,
     Supernet,
 )
-from factory.spaces.ops import ClassifierHead, conv_bn, out_size, stem_stride
+from factory.spaces.ops import ClassifierHead, conv_bn, dims_key, out_size, stem_stride
 from factory.spaces.registry import SPACES
 
 # VGG-11 (configuration "A") conv widths; its 'M' max-pools follow layers 1, 2, 4, 6, 8.
@@ -287,10 +287,11 @@ class VGGSpace(SearchSpace):
         """Stem, the 8 layers ('zero' ones too, so indices match), head: cut from one build(g)."""
         model, shapes = self.build(g).eval(), self._shapes(g)
         spec = self.spec
-        out = [Block(f"vgg_stem_{self._stem_label()}:{_dims(spec.shape)}", model.stem, spec.shape)]
+        stem_key = f"vgg_stem_{self._stem_label()}:{dims_key(spec.shape)}"
+        out = [Block(stem_key, model.stem, spec.shape)]
         for layer, module, shape in zip(self.plan(g), model.layers, shapes[:-1], strict=True):
-            out.append(Block(f"{layer.label()}:{_dims(shape)}->{layer.cout}", module, shape))
-        head_key = f"head_gap_fc:{_dims(shapes[-1])}->{spec.num_classes}"
+            out.append(Block(f"{layer.label()}:{dims_key(shape)}->{layer.cout}", module, shape))
+        head_key = f"head_gap_fc:{dims_key(shapes[-1])}->{spec.num_classes}"
         out.append(Block(head_key, model.head, shapes[-1]))
         return out
 
@@ -300,10 +301,6 @@ class VGGSpace(SearchSpace):
             "vgg11": _vgg11_genotype(divisor=1),
             "vgg11_lite": _vgg11_genotype(divisor=4),
         }
-
-
-def _dims(shape: tuple[int, int, int]) -> str:
-    return "x".join(str(d) for d in shape)
 
 
 def _vgg11_genotype(divisor: int) -> Genotype:
