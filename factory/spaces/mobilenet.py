@@ -259,8 +259,6 @@ class MobileNetSupernet(Supernet):
 class MobileNetSpace(SearchSpace):
     """MobileNetV2's frame with elastic width, elastic stage depth and 18 MBConv options."""
 
-    name = "mobilenet"
-
     def __init__(self, spec: InputSpec | None = None) -> None:
         super().__init__(spec)
         self.slots = _slots(self.spec)

@@ -215,8 +215,6 @@ class NB201Supernet(Supernet):
 class NB201Space(SearchSpace):
     """The NAS-Bench-201 cell space; see the module docstring."""
 
-    name = "nb201"
-
     def __init__(self, spec: InputSpec | None = None) -> None:
         super().__init__(spec or InputSpec(3, 32, 32, 10))
 

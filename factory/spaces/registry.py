@@ -5,4 +5,4 @@ from __future__ import annotations
 from factory.spaces.base import SearchSpace
 from targets.registry import Registry
 
-SPACES: Registry[type[SearchSpace]] = Registry("space")
+SPACES: Registry[type[SearchSpace]] = Registry("space", key_attr="name")

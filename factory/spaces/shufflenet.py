@@ -270,7 +270,6 @@ class ShuffleNetSpace(SearchSpace):
     """CANAS: width x 16 layers of 8 ShuffleNet / multi-scale dilated units or skip (see
     module docstring)."""
 
-    name = "shufflenet"
     options: ClassVar[dict[str, tuple[str, ...]]] = {"widths": tuple(STAGE_WIDTHS)}
 
     def __init__(self, spec: InputSpec | None = None, widths: str = "small") -> None:

@@ -199,8 +199,6 @@ class _VGGSupernet(Supernet):
 class VGGSpace(SearchSpace):
     """VGG-Lite chain space started from VGG-11; see the module docstring."""
 
-    name = "vgg"
-
     def decisions(self) -> tuple[Decision, ...]:
         out: list[Decision] = []
         for i, width in enumerate(VGG11_WIDTHS, start=1):

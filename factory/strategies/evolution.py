@@ -295,8 +295,6 @@ class ContinuousEvolution(Strategy):
 class PNSGA3(ContinuousEvolution):
     """CARS: continuous evolution with the protected pNSGA-III survival."""
 
-    name = "pnsga3"
-
     def uses_speed(self) -> bool:
         return self.config.second_sort == "speed"
 
@@ -312,8 +310,6 @@ class PNSGA3(ContinuousEvolution):
 @STRATEGIES.decorator("nsga3")
 class NSGA3(ContinuousEvolution):
     """The same loop with plain NSGA-III survival (the unprotected baseline)."""
-
-    name = "nsga3"
 
     def uses_speed(self) -> bool:
         return False

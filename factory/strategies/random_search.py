@@ -56,7 +56,6 @@ class RandomConfig:
 class RandomSearch(Strategy):
     """Uniform sampling of the space with shared weights trained on uniform paths."""
 
-    name = "random"
     Config: ClassVar[type[RandomConfig]] = RandomConfig
 
     def __init__(

@@ -5,4 +5,4 @@ from __future__ import annotations
 from factory.strategies.base import Strategy
 from targets.registry import Registry
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", key_attr="name")

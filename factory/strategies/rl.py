@@ -284,8 +284,6 @@ class ControllerSearch(Strategy):
 class CycleAnnealing(ControllerSearch):
     """CANAS: the target cost F sweeps [F_min, F_max] so the records cover the whole front."""
 
-    name = "cycle-annealing"
-
     def _resolve(self, ctx: SearchContext) -> dict[str, float]:
         f_min, f_max = (float(x) for x in ctx.cost_range())
         if not f_max > f_min:
@@ -305,8 +303,6 @@ class CycleAnnealing(ControllerSearch):
 @STRATEGIES.decorator("mnas")
 class MnasSearch(ControllerSearch):
     """MnasNet's scalarised reward Acc·(cost/T)^w on a flat schedule (the baseline)."""
-
-    name = "mnas"
 
     def _resolve(self, ctx: SearchContext) -> dict[str, float]:
         target = self.config.mnas_target
