@@ -195,13 +195,15 @@ def _point(name: str, kind: str, model, info, images) -> Point:
 def time_all(points: list[Point], rounds: int) -> dict:
     """Every model once per round on x86-cpu, the order rotating from round to round, so a
     change of load touches all of them alike. Returns the first measurement's context."""
+    from pairs import TIMING
+
     from profilers.base import ProfileSettings
     from profilers.paired import time_in_rounds
     from profilers.registry import get_profiler
     from targets import get_target
 
     target = get_target("x86-cpu")
-    settings = ProfileSettings(warmup_ms=100, min_duration_ms=400, min_iters=20, batch=1)
+    settings = ProfileSettings(**TIMING)  # the windows of the paired verdicts
     timed = time_in_rounds(
         get_profiler(target), [p.onnx for p in points], target, rounds, settings,
         on_round=lambda r: print(f"round {r + 1}/{rounds} done", flush=True),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+# one timing window per model and pair (bench/baselines.py uses it for its rounds too)
 TIMING = {"warmup_ms": 100, "min_duration_ms": 400, "min_iters": 20, "batch": 1}
 
 
