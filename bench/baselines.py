@@ -46,14 +46,8 @@ def train(args: argparse.Namespace) -> None:
     from factory.baselines import default_baselines, parse_baseline
     from factory.data import load_dataset
     from factory.progress import make_progress
-    from factory.trained import INFO, describe_training, save_trained, trained_dir
-    from factory.training import (
-        TrainRecipe,
-        build_seeded,
-        limit_splits,
-        resolve_device,
-        train_model,
-    )
+    from factory.trained import INFO, train_and_save, trained_dir
+    from factory.training import TrainRecipe, build_seeded, limit_splits, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,17 +68,14 @@ def train(args: argparse.Namespace) -> None:
             print(f"{baseline.name}: already trained in {args.out} (--force retrains)")
             continue
         model = build_seeded(lambda b=baseline: b.build(spec), args.seed)
-        generator = torch.Generator().manual_seed(args.seed)
+        names = (baseline.name, baseline.name, baseline.name)
         with make_progress(disable=args.quiet) as progress:
-            result = train_model(model, data, recipe, generator, progress, baseline.name, device)
-        info = describe_training(
-            (baseline.name, baseline.name, baseline.name), "torchvision", data, recipe, result,
-            args.seed, device=device,
-        )  # fmt: skip
-        save_trained(args.out, model, info)
+            info = train_and_save(
+                args.out, model, names, "torchvision", data, recipe, args.seed, device, progress
+            )
         print(
-            f"{baseline.name}: test accuracy {100 * result.test.accuracy:.2f} % after "
-            f"{recipe.epochs:g} epochs in {result.seconds:.0f} s on {info.recipe['device']}",
+            f"{baseline.name}: test accuracy {100 * info.test_accuracy:.2f} % after "
+            f"{recipe.epochs:g} epochs in {info.train_seconds:.0f} s on {info.recipe['device']}",
             flush=True,
         )
 

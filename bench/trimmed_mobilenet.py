@@ -33,7 +33,8 @@ TRIMMED = {
 
 def genotypes(space) -> dict[str, tuple[int, ...]]:
     """MobileNetV2@0.5 and its trimmed variants, as genotypes of the space."""
-    from factory.spaces.mobilenet import ELASTIC_STAGES, MOBILENET_V2_STAGES, MBConvOp
+    from factory.spaces.mbconv import MOBILENET_V2_STAGES, MBConvOp
+    from factory.spaces.mobilenet import ELASTIC_STAGES
 
     stage_of = [s for s, (_t, _c, n, _s) in enumerate(MOBILENET_V2_STAGES) for _ in range(n)]
     out = {BASELINE: space.manual()[BASELINE]}

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,9 +29,12 @@ from factory.search.resolve import load_run_config
 from factory.search.store import RunStore
 from factory.spaces import get_space
 from factory.spaces.base import Genotype, SearchSpace
-from factory.training import TrainRecipe, TrainResult, augment_for, device_name
+from factory.training import TrainRecipe, TrainResult, augment_for, device_name, train_model
 from targets.atomic import as_if_created, fsync_dir
 from targets.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 TRAINED = "trained"
 WEIGHTS = "model.safetensors"
@@ -110,6 +113,28 @@ def describe_training(
         history=result.history_dicts(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
+
+
+def train_and_save(
+    out: Path,
+    model: nn.Module,
+    names: tuple[str, str, str],
+    space: str,
+    data: DataSplits,
+    recipe: TrainRecipe,
+    seed: int,
+    device: torch.device,
+    progress: Progress | None = None,
+    from_supernet: bool = False,
+) -> TrainedInfo:
+    """Train `model` (data order seeded by `seed`) and save it with its train.json under
+    OUT/trained/<arch_id>/: the one path for `factory train` and the baselines bench, so
+    both record the same recipe fields."""
+    generator = torch.Generator().manual_seed(seed)
+    result = train_model(model, data, recipe, generator, progress, names[2][:16], device)
+    info = describe_training(names, space, data, recipe, result, seed, from_supernet, device)
+    save_trained(out, model, info)
+    return info
 
 
 @dataclass(frozen=True)

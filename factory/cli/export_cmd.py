@@ -8,9 +8,6 @@ settings, loads the weights (trained, or inherited from the supernet), and repor
 from __future__ import annotations
 
 import json
-import os
-import re
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,23 +21,11 @@ from targets.errors import UserError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
-    from torch import nn
 
     from exporters.bundle import Bundle
-    from exporters.settings import BundleMeta
-    from factory.trained import Candidate, OpenRun
     from targets.target import Target
 
 DEFAULT_FORMATS = "onnx,onnx-int8"
-SHORT_DATASET = {"fashion-mnist": "fmnist"}
-
-
-@dataclass(frozen=True)
-class _Chosen:
-    """A candidate with its weights loaded and its bundle metadata."""
-
-    model: nn.Module
-    meta: BundleMeta
 
 
 def export(
@@ -111,6 +96,7 @@ def export(
     from exporters.registry import parse_formats
     from exporters.settings import ExportSettings, Int8Settings
     from factory.progress import make_progress
+    from factory.run_export import bundle_meta, default_prefix, load_for_export
     from factory.trained import open_run, resolve_candidates
     from profilers.base import ProfileSettings
 
@@ -120,11 +106,13 @@ def export(
     out_dir = check_writable_dir(out if out is not None else run / "export", "--out")
     opened = open_run(run)
     candidates = resolve_candidates(run, opened.space, list(candidate or []), pareto)
-    prefix = name_prefix if name_prefix is not None else _default_prefix(opened)
-    metas = [_meta(run, opened, c, from_supernet, prefix, version) for c in candidates]
+    prefix = name_prefix if name_prefix is not None else default_prefix(opened)
+    metas = [bundle_meta(run, opened, c, from_supernet, prefix, version) for c in candidates]
     for meta in metas:
         check_destination(out_dir, meta.name, force)
-    models = [_load(run, opened, c, meta) for c, meta in zip(candidates, metas, strict=True)]
+    models = [
+        load_for_export(run, opened, c, meta) for c, meta in zip(candidates, metas, strict=True)
+    ]
     settings = ExportSettings(
         int8=Int8Settings(calib_images=calib_images),
         test_images=test_images,
@@ -174,56 +162,6 @@ def _targets(text: str) -> list[Target]:
     if not names:
         raise UserError("--target needs at least one target name (see `factory targets`)")
     return [targets.get_target(n) for n in names]
-
-
-def _default_prefix(opened: OpenRun) -> str:
-    name = opened.config.dataset.lower()
-    return SHORT_DATASET.get(name, re.sub(r"[^a-z0-9._-]+", "-", name)) + "-"
-
-
-def bundle_name(prefix: str, space: str, c: Candidate) -> str:
-    """'fmnist-shufflenet-3a0e80fd5f05', or 'fmnist-shufflenet_g3' for a manual architecture."""
-    core = c.name if c.name != c.arch_id else f"{space}-{c.arch_id}"
-    return f"{prefix}{core}".lower()
-
-
-def _meta(
-    run: Path, opened: OpenRun, c: Candidate, from_supernet: bool, prefix: str, version: str
-) -> BundleMeta:
-    from exporters.manifest import Architecture, Source
-    from exporters.settings import BundleMeta
-    from factory import __version__
-
-    space, info = opened.space, opened.data.info
-    return BundleMeta(
-        name=bundle_name(prefix, space.name, c),
-        version=version,
-        input_shape=info.input_shape,
-        class_names=info.class_names,
-        mean=info.mean,
-        std=info.std,
-        dataset=info.name,
-        architecture=Architecture(space.name, space.format(c.genotype), c.arch_id),
-        source=Source(_run_text(run), None, from_supernet),
-        factory_version=__version__,
-    )
-
-
-def _load(run: Path, opened: OpenRun, c: Candidate, meta: BundleMeta) -> _Chosen:
-    """The candidate's weights: an error before any export when they are missing."""
-    from factory.trained import supernet_model, trained_model
-
-    if meta.source.from_supernet:
-        return _Chosen(supernet_model(run, opened, c), meta)
-    model, trained = trained_model(run, opened.space, c)
-    source = replace(meta.source, trained_epochs=trained.epochs)
-    return _Chosen(model, replace(meta, source=source))
-
-
-def _run_text(run: Path) -> str:
-    """The run as the manifest names it: relative to here when inside it, else its name."""
-    rel = os.path.relpath(run.resolve())
-    return rel if not rel.startswith("..") else run.resolve().name
 
 
 def _as_json(b: Bundle) -> dict:

@@ -108,8 +108,9 @@ def search(
         typer.Option(
             "--set",
             help="Override a strategy setting, e.g. --set population=32, or set a space "
-            "option, e.g. --set space.widths=paper (repeatable; the run's config.json lists "
-            "them all).",
+            "option, e.g. --set space.widths=paper (shufflenet) or space.min_width=0.35 "
+            "(mobilenet; a search defaults to 0.5). Repeatable; the run's config.json lists "
+            "them all.",
         ),
     ] = None,
     threads: Annotated[

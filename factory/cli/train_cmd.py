@@ -192,17 +192,8 @@ def _train_one(
     progress: Progress,
 ) -> Row:
     """Train one candidate and save it, or report the weights it already has."""
-    import torch
-
-    from factory.trained import (
-        INFO,
-        describe_training,
-        load_trained,
-        save_trained,
-        supernet_model,
-        trained_dir,
-    )
-    from factory.training import build_seeded, train_model
+    from factory.trained import INFO, load_trained, supernet_model, train_and_save, trained_dir
+    from factory.training import build_seeded
 
     space, g = opened.space, candidate.genotype
     if (trained_dir(run, candidate.arch_id) / INFO).is_file() and not options.force:
@@ -224,30 +215,19 @@ def _train_one(
     else:
         model = build_seeded(lambda: space.build(g), options.seed)
     params, macs = _costs(model, data.info.input_shape)
-    recipe = options.recipe
-    generator = torch.Generator().manual_seed(options.seed)
-    result = train_model(
-        model, data, recipe, generator, progress, candidate.name[:16], options.device
-    )
-    info = describe_training(
-        (candidate.arch_id, space.format(g), candidate.name),
-        opened.config.space,
-        data,
-        recipe,
-        result,
-        options.seed,
-        options.from_supernet,
-        options.device,
-    )
-    save_trained(run, model, info)
+    names = (candidate.arch_id, space.format(g), candidate.name)
+    info = train_and_save(
+        run, model, names, opened.config.space, data, options.recipe, options.seed,
+        options.device, progress, options.from_supernet,
+    )  # fmt: skip
     return Row(
         candidate.arch_id,
         candidate.name,
         params,
         macs,
-        recipe.epochs,
-        result.test.accuracy,
-        result.seconds,
+        info.epochs,
+        info.test_accuracy,
+        info.train_seconds,
         "trained",
     )
 

@@ -12,7 +12,7 @@ from typing import Any
 from factory.search.config import SearchConfig
 from factory.search.store import load_config
 from factory.search.validate import check_run_options, setting_fits, setting_kind
-from factory.spaces import get_space
+from factory.spaces import SPACES, get_space
 from factory.strategies import STRATEGIES
 from targets import get_target
 from targets.errors import UserError
@@ -26,16 +26,36 @@ def resolve(config: SearchConfig) -> SearchConfig:
         strategy_cfg = with_units(strategy_cfg, config.units)
     strategy_cfg = with_settings(strategy_cfg, config.strategy_config)
     get_target(config.target)  # unknown names fail before anything is written
-    space = get_space(config.space, options=config.space_options)
-    for name in config.init:
-        space.parse(name)
+    space_options = _space_options(config)
     if config.cost not in config.objectives:
         raise UserError(
             f"--cost {config.cost} is not one of the objectives ({', '.join(config.objectives)}); "
             f"add it: --objectives {','.join((*config.objectives, config.cost))}"
         )
     check_run_options(config)
-    return dataclasses.replace(config, strategy_config=_jsonable(dataclasses.asdict(strategy_cfg)))
+    return dataclasses.replace(
+        config,
+        strategy_config=_jsonable(dataclasses.asdict(strategy_cfg)),
+        space_options=space_options,
+    )
+
+
+def _space_options(config: SearchConfig) -> dict[str, str]:
+    """The user's `--set space.*` over the space's search defaults; the defaults yield where
+    an `--init` architecture lies outside them (`--init mobilenet_v2@0.35`)."""
+    user = dict(config.space_options)
+    defaults = {**SPACES.get(config.space).search_defaults, **user}
+    candidates = [defaults, user] if defaults != user else [user]
+    for i, options in enumerate(candidates):
+        try:
+            space = get_space(config.space, options=options)
+            for name in config.init:
+                space.parse(name)
+            return options
+        except UserError:
+            if i == len(candidates) - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def with_units(strategy_cfg: Any, units: int) -> Any:

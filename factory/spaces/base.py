@@ -81,6 +81,8 @@ class SearchSpace(ABC):
     name: ClassVar[str]
     # keyword options of the constructor and their valid values (`--set space.KEY=VALUE`)
     options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # option values a search uses unless `--set space.KEY=VALUE` says otherwise
+    search_defaults: ClassVar[dict[str, str]] = {}
 
     def __init__(self, spec: InputSpec | None = None) -> None:
         self.spec = spec or InputSpec()

@@ -22,7 +22,9 @@ width runs on slices of it (`factory.spaces.elastic`), as Once-for-All does.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -36,104 +38,28 @@ from factory.spaces.base import (
     SearchSpace,
     Supernet,
 )
-from factory.spaces.elastic import (
-    make_divisible,
-    slice_state,
-    sliced_conv_bn,
-    sliced_se,
+from factory.spaces.elastic import slice_state, sliced_conv_bn
+from factory.spaces.mbconv import (
+    ACT,
+    LARGEST_OP,
+    MBCONV_OPS,
+    MOBILENET_V2_STAGES,
+    ROLES,
+    InvertedResidual,
+    MBConvOp,
+    Slot,
+    layer_slots,
+    roles,
+    stem_channels,
 )
-from factory.spaces.ops import (
-    ClassifierHead,
-    SqueezeExcite,
-    conv_bn,
-    dims_key,
-    out_size,
-    stem_stride,
-    zero_init_last_bn,
-)
+from factory.spaces.ops import ClassifierHead, conv_bn, dims_key, stem_stride
 from factory.spaces.registry import SPACES
+from targets.errors import UserError
 
-STEM_CHANNELS = 32
 LAST_CHANNELS = 1280  # as MobileNetV2 (it keeps 1280 at every width below 1)
-ACT = "relu6"  # as MobileNetV2
 WIDTHS = (0.35, 0.5, 0.75, 1.0)
 
-# t, c, n, s  (MobileNetV2, Sandler et al. 2018, table 2: expansion, width, repeats, stride)
-MOBILENET_V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
 ELASTIC_STAGES = tuple(i for i, (_t, _c, n, _s) in enumerate(MOBILENET_V2_STAGES) if n > 1)
-
-# The option grid of one layer; option index = (kernel, expansion, se) in this nested order.
-KERNELS = (3, 5, 7)
-EXPANSIONS = (1, 3, 6)
-SQUEEZE_EXCITE = (False, True)
-
-
-@dataclass(frozen=True)
-class MBConvOp:
-    """One MBConv choice: depthwise kernel size, expansion ratio, squeeze-excite on/off."""
-
-    kernel: int
-    expansion: int
-    se: bool
-
-    @property
-    def label(self) -> str:
-        return f"mbconv_k{self.kernel}_e{self.expansion}" + ("_se" if self.se else "")
-
-
-MBCONV_OPS: tuple[MBConvOp, ...] = tuple(
-    MBConvOp(k, e, se) for k in KERNELS for e in EXPANSIONS for se in SQUEEZE_EXCITE
-)
-
-
-def op_index(kernel: int, expansion: int, se: bool = False) -> int:
-    """The option index of an MBConv choice (the same in every layer)."""
-    return MBCONV_OPS.index(MBConvOp(kernel, expansion, se))
-
-
-@dataclass(frozen=True)
-class Slot:
-    """The frame of one layer at one width: channels, stride, input shape (C, H, W), stage."""
-
-    cin: int
-    cout: int
-    stride: int
-    in_shape: tuple[int, int, int]
-    stage: int
-
-    @property
-    def residual(self) -> bool:
-        return self.stride == 1 and self.cin == self.cout
-
-    @property
-    def out_shape(self) -> tuple[int, int, int]:
-        _, h, w = self.in_shape
-        return (self.cout, out_size(h, self.stride), out_size(w, self.stride))
-
-
-def stem_channels(width: float) -> int:
-    return make_divisible(STEM_CHANNELS * width)
-
-
-def _slots(spec: InputSpec, width: float = 1.0) -> tuple[Slot, ...]:
-    """MobileNetV2's stage table unrolled into 17 layers at one width, with shapes."""
-    s = stem_stride(spec)
-    shape = (stem_channels(width), out_size(spec.height, s), out_size(spec.width, s))
-    slots = []
-    for stage, (_t, c, n, stage_stride) in enumerate(MOBILENET_V2_STAGES):
-        for j in range(n):
-            stride = stage_stride if j == 0 else 1
-            slots.append(Slot(shape[0], make_divisible(c * width), stride, shape, stage))
-            shape = slots[-1].out_shape
-    return tuple(slots)
 
 
 @dataclass(frozen=True)
@@ -142,56 +68,6 @@ class Arch:
 
     width: float
     layers: tuple[tuple[int, MBConvOp], ...]
-
-
-ROLES = ("expand", "depthwise", "se", "project")  # a block's body, at its largest option
-LARGEST_OP = MBConvOp(max(KERNELS), max(EXPANSIONS), True)
-
-
-class InvertedResidual(nn.Module):
-    """MBConv: [expand 1x1] -> depthwise kxk -> [SE] -> linear project 1x1, + x if shapes keep.
-
-    `forward_sliced` runs a smaller option on fewer channels with this block's weights (the
-    supernet's shared layer, built at the largest option); the residual follows the channels
-    actually present, as in MobileNetV2."""
-
-    def __init__(self, cin: int, cout: int, stride: int, op: MBConvOp) -> None:
-        super().__init__()
-        hidden = cin * op.expansion
-        layers: list[nn.Module] = []
-        if op.expansion != 1:  # expansion 1 has no expand conv, as MobileNetV2's first block
-            layers.append(conv_bn(cin, hidden, 1, act=ACT))
-        layers.append(conv_bn(hidden, hidden, op.kernel, stride, groups=hidden, act=ACT))
-        if op.se:
-            layers.append(SqueezeExcite(hidden))
-        layers.append(conv_bn(hidden, cout, 1, act=None))
-        self.body = nn.Sequential(*layers)
-        self.roles = roles(op)
-        self.residual = stride == 1 and cin == cout
-        if self.residual:
-            zero_init_last_bn(layers[-1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, cin, H, W) -> (N, cout, H', W')
-        y = self.body(x)
-        return x + y if self.residual else y
-
-    def forward_sliced(self, x: torch.Tensor, cout: int, op: MBConvOp) -> torch.Tensor:
-        """Option `op` on x's channels (<= cin) to `cout` channels, from this block's weights:
-        leading channels, the central op.kernel window of the depthwise kernel, no expand
-        conv at expansion 1, SE only if op.se (OFA's elastic kernel, expansion and width)."""
-        layer = dict(zip(self.roles, self.body, strict=True))
-        hidden = x.shape[1] * op.expansion
-        y = x if op.expansion == 1 else sliced_conv_bn(layer["expand"], x, hidden)
-        y = sliced_conv_bn(layer["depthwise"], y, hidden, op.kernel)
-        if op.se:
-            y = sliced_se(layer["se"], y)
-        y = sliced_conv_bn(layer["project"], y, cout)
-        return x + y if self.residual and x.shape[1] == cout else y
-
-
-def roles(op: MBConvOp) -> tuple[str, ...]:
-    """What each entry of a block's body is, for this option."""
-    return tuple(r for r in ROLES if (r != "expand" or op.expansion != 1) and (r != "se" or op.se))
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -237,7 +113,7 @@ class MobileNetSupernet(Supernet):
     def __init__(self, space: MobileNetSpace) -> None:
         super().__init__()
         self.space = [space]  # in a list: a plain attribute, not a submodule
-        spec, slots = space.spec, _slots(space.spec)
+        spec, slots = space.spec, layer_slots(space.spec)
         self.stem = _stem(spec, 1.0)
         self.layers = nn.ModuleList(
             InvertedResidual(s.cin, s.cout, s.stride, LARGEST_OP) for s in slots
@@ -257,12 +133,24 @@ class MobileNetSupernet(Supernet):
 
 @SPACES.decorator("mobilenet")
 class MobileNetSpace(SearchSpace):
-    """MobileNetV2's frame with elastic width, elastic stage depth and 18 MBConv options."""
+    """MobileNetV2's frame with elastic width, elastic stage depth and 18 MBConv options.
 
-    def __init__(self, spec: InputSpec | None = None) -> None:
+    `min_width` drops the widths below it from the width decision (the genotype's first
+    index then counts from it); architecture ids stay those of the full space."""
+
+    options: ClassVar[dict[str, tuple[str, ...]]] = {"min_width": tuple(f"{w:g}" for w in WIDTHS)}
+    # a search's default: the quick supernet scores width 0.35 as high as 0.5, while trained
+    # alone 0.35 loses 0.5-0.9 points, so 0.35 took the front on noise (docs/search.md)
+    search_defaults: ClassVar[dict[str, str]] = {"min_width": "0.5"}
+
+    def __init__(self, spec: InputSpec | None = None, min_width: str = "0.35") -> None:
         super().__init__(spec)
-        self.slots = _slots(self.spec)
-        self._by_width = {w: _slots(self.spec, w) for w in WIDTHS}
+        if min_width not in self.options["min_width"]:
+            valid = ", ".join(self.options["min_width"])
+            raise UserError(f"unknown mobilenet min_width {min_width!r}; valid: {valid}")
+        self.widths = tuple(w for w in WIDTHS if w >= float(min_width))
+        self.slots = layer_slots(self.spec)
+        self._by_width = {w: layer_slots(self.spec, w) for w in self.widths}
 
     def slots_at(self, width: float) -> tuple[Slot, ...]:
         """The 17 layer frames at one width multiplier."""
@@ -270,7 +158,7 @@ class MobileNetSpace(SearchSpace):
 
     # --- genotype layout ----------------------------------------------------------------
     def decisions(self) -> tuple[Decision, ...]:
-        width = Decision("width", tuple(f"w{w:g}" for w in WIDTHS))
+        width = Decision("width", tuple(f"w{w:g}" for w in self.widths))
         depths = tuple(
             Decision(
                 f"stage{i + 1}_depth",
@@ -295,13 +183,15 @@ class MobileNetSpace(SearchSpace):
             for i, slot in enumerate(self.slots)
             if i - first[slot.stage] < depth.get(slot.stage, 1)
         )
-        return Arch(WIDTHS[g[0]], kept)
+        return Arch(self.widths[g[0]], kept)
 
     def encode(self, width: float, depths: dict[int, int], ops: list[MBConvOp]) -> Genotype:
         """A genotype from a width, {stage index: depth} (others full) and 17 layer ops."""
+        if width not in self.widths:
+            raise UserError(f"width {width:g} is below this space's min_width {self.widths[0]:g}")
         stage_depth = [depths.get(i, MOBILENET_V2_STAGES[i][2]) - 1 for i in ELASTIC_STAGES]
         layer = [MBCONV_OPS.index(op) for op in ops]
-        return self.canonical((WIDTHS.index(width), *stage_depth, *layer))
+        return self.canonical((self.widths.index(width), *stage_depth, *layer))
 
     def canonical(self, g: Genotype) -> Genotype:
         """Layers past their stage's depth set to option 0 (they are not in the network)."""
@@ -309,6 +199,12 @@ class MobileNetSpace(SearchSpace):
         kept = {i for i, _ in self.decode(g).layers}
         head = 1 + len(ELASTIC_STAGES)
         return tuple(gi if k < head or (k - head) in kept else 0 for k, gi in enumerate(g))
+
+    def arch_id(self, g: Genotype) -> str:
+        """As `SearchSpace.arch_id`, on the full space's width index: one network, one id."""
+        g = self.canonical(g)
+        full = (WIDTHS.index(self.widths[g[0]]), *g[1:])
+        return hashlib.sha1(f"{self.name}:{'-'.join(map(str, full))}".encode()).hexdigest()[:12]
 
     # --- networks -----------------------------------------------------------------------
     def build(self, g: Genotype) -> nn.Module:
@@ -365,13 +261,13 @@ class MobileNetSpace(SearchSpace):
         full = {i: MOBILENET_V2_STAGES[i][2] for i in ELASTIC_STAGES}
         one = {i: 1 for i in ELASTIC_STAGES}
         return (
-            self.encode(max(WIDTHS), full, [LARGEST_OP] * n),
-            self.encode(min(WIDTHS), one, [MBConvOp(3, 1, False)] * n),
+            self.encode(max(self.widths), full, [LARGEST_OP] * n),
+            self.encode(min(self.widths), one, [MBConvOp(3, 1, False)] * n),
         )
 
     def manual(self) -> dict[str, Genotype]:
         v2 = [(3, t, False) for t, *_ in MOBILENET_V2_STAGES]
-        out = {f"mobilenet_v2@{w:g}": self._from_stage_ops(w, v2) for w in WIDTHS}
+        out = {f"mobilenet_v2@{w:g}": self._from_stage_ops(w, v2) for w in self.widths}
         # MnasNet-A1's per-stage choices (Tan et al. 2019, fig. 7) on MobileNetV2's widths;
         # A1's 5th stage has 2 layers where V2 has 3.
         a1 = [(3, 1, False), (3, 6, False), (5, 3, True), (3, 6, False), (3, 6, True),

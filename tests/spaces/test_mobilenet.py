@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -12,12 +14,8 @@ from torchvision.models import mobilenet_v2
 
 from factory.baselines import Baseline
 from factory.spaces import InputSpec, get_space
-from factory.spaces.mobilenet import (
-    MBCONV_OPS,
-    InvertedResidual,
-    MobileNetSpace,
-    op_index,
-)
+from factory.spaces.mbconv import MBCONV_OPS, InvertedResidual, op_index
+from factory.spaces.mobilenet import MobileNetSpace
 from profilers.flops import count_costs
 from targets.errors import UserError
 
@@ -296,3 +294,29 @@ def test_onnx_export_matches_torch(space, supernet, tmp_path):
     (y,) = sess.run(None, {"x": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(y, model(x).numpy(), atol=1e-4, rtol=0)
+
+
+def test_min_width_narrows_the_width_decision_and_keeps_ids(space):
+    narrow = get_space("mobilenet", options={"min_width": "0.5"})
+    assert narrow.decisions()[0].options == ("w0.5", "w0.75", "w1")
+    assert "mobilenet_v2@0.35" not in narrow.manual()
+    for name, g in narrow.manual().items():  # the same network, the same id, other indices
+        full = space.manual()[name]
+        assert narrow.arch_id(g) == space.arch_id(full)
+        assert narrow.format(g) != space.format(full) or name == "mnasnet_a1"
+        assert count_parameters(narrow.build(g)) == count_parameters(space.build(full))
+    with pytest.raises(UserError, match="below this space's min_width"):
+        narrow.encode(0.35, {}, [MBCONV_OPS[0]] * len(narrow.slots))
+
+
+def test_min_width_search_region_still_reaches_below_mobilenet_v3_small(space):
+    narrow = get_space("mobilenet", options={"min_width": "0.5"})
+    shape = narrow.spec.shape
+    smallest = _macs(narrow.build(narrow.extremes()[1]), shape)
+    v3_small = _macs(Baseline("mobilenet_v3_small", 0.5).build(narrow.spec), shape)
+    assert smallest < v3_small
+
+
+def test_an_unknown_min_width_is_refused():
+    with pytest.raises(UserError, match=re.escape("min_width='0.4'; valid: 0.35, 0.5, 0.75, 1")):
+        get_space("mobilenet", options={"min_width": "0.4"})
