@@ -52,13 +52,17 @@ def rl_settings(steps: int, samples: int, epochs: float, total_steps: int) -> di
 
 def cost_range(space: str) -> tuple[float, float]:
     """The MACs range a search of `space` on Fashion-MNIST estimates for itself."""
+    import numpy as np
+
     from factory.search.costs import CostModel, estimate_cost_range
     from factory.spaces import get_space
     from factory.spaces.base import InputSpec
+    from factory.strategies.base import COST_RANGE_SEED
     from targets import get_target
 
     s = get_space(space, InputSpec())
-    return estimate_cost_range(s, CostModel(s, get_target("x86-cpu"), ("macs",)), "macs")
+    costs = CostModel(s, get_target("x86-cpu"), ("macs",))
+    return estimate_cost_range(s, costs, "macs", np.random.default_rng(COST_RANGE_SEED))
 
 
 def coverage(a, b) -> float:

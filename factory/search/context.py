@@ -29,7 +29,7 @@ from factory.search.executor import Executor, Scores
 from factory.search.interrupt import StopSignals, UnitJournal
 from factory.search.scoring import EvalSettings, Scorer, prepared
 from factory.spaces.base import Genotype, SearchSpace, Supernet
-from factory.strategies.base import PathSource, Record, Weights
+from factory.strategies.base import COST_RANGE_SEED, PathSource, Record, Weights
 from factory.supernet import SupernetTrainConfig, train_epoch
 from targets.errors import UserError
 
@@ -180,7 +180,8 @@ class RunContext:
         return self.elapsed_offset + time.monotonic() - self.started
 
     def _estimate_range(self) -> tuple[float, float]:
-        return estimate_cost_range(self.space, self.costs, self.cost)
+        rng = np.random.default_rng(COST_RANGE_SEED)
+        return estimate_cost_range(self.space, self.costs, self.cost, rng)
 
     def _endless_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:

@@ -243,14 +243,15 @@ def _check_agent(target: Target) -> None:
         ) from exc
 
 
-def estimate_cost_range(space: SearchSpace, costs: CostModel, cost: str) -> tuple[float, float]:
-    """(F_min, F_max) of one cost: the 5th and 95th percentile over 20 uniform samples drawn
-    from a generator of their own (so a search's main random stream is not disturbed).
+def estimate_cost_range(
+    space: SearchSpace, costs: CostModel, cost: str, rng: np.random.Generator
+) -> tuple[float, float]:
+    """(F_min, F_max) of one cost: the 5th and 95th percentile over 20 uniform samples
+    (from `rng`: the contexts pass `default_rng(COST_RANGE_SEED)`).
 
     A window a controller can follow: the corners of the space (the manual architectures'
     extremes, all-g8 to all-g1 in shufflenet) are rarely sampled and stretched the sweep so far
     that F moved faster than the sampled cost could (issue 13)."""
-    rng = np.random.default_rng(12345)
     values = [costs.costs(space.sample(rng))[0][cost] for _ in range(20)]
     lo, hi = np.percentile(values, [5.0, 95.0])
     return float(lo), float(hi)

@@ -24,6 +24,11 @@ Weights = Literal["current", "previous"]
 PathSource = Sequence[Genotype] | Callable[[np.random.Generator], Genotype] | None
 
 
+# a context's F window is estimated from samples of a stream of its own with this fixed seed:
+# it does not disturb a search's random draws, and a resumed or repeated run gets the same one
+COST_RANGE_SEED = 12345
+
+
 @dataclass(frozen=True)
 class Record:
     """One evaluated candidate, as stored in the run database."""

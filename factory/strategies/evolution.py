@@ -25,6 +25,7 @@ from factory.strategies.selection import CUTS, nsga3_select, pnsga3_select
 from targets.errors import UserError
 
 SECOND_SORTS: tuple[str, ...] = ("speed", "size")
+TRAIN_PATHS: tuple[str, ...] = ("population", "uniform")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class EvolutionConfig:
     warmup_epochs: float = 1.0  # uniform-path supernet epochs before the first population
     epochs_per_generation: float = 0.5  # supernet epochs on the population's paths
     archs_per_batch: int = 1  # B: population members per training batch
+    # "population": each generation trains the population's paths (CARS); "uniform": uniform
+    # paths only, so members are not scored higher than equal non-members for being trained
+    train_paths: str = "population"
     mutation_fraction: float = 0.25
     crossover_fraction: float = 0.25
     random_fraction: float = 0.5
@@ -73,6 +77,10 @@ class EvolutionConfig:
             f"unknown second sort {self.second_sort!r}; valid: {', '.join(SECOND_SORTS)}",
         )
         _require(self.cut in CUTS, f"unknown cut {self.cut!r}; valid: {', '.join(CUTS)}")
+        _require(
+            self.train_paths in TRAIN_PATHS,
+            f"unknown train_paths {self.train_paths!r}; valid: {', '.join(TRAIN_PATHS)}",
+        )
 
     @property
     def n_offspring(self) -> int:
@@ -230,7 +238,8 @@ class ContinuousEvolution(Strategy):
         cfg = self.config
         if self.uses_speed():
             ctx.snapshot_weights()
-        ctx.train_supernet(list(self.population), cfg.epochs_per_generation)
+        paths = list(self.population) if cfg.train_paths == "population" else None
+        ctx.train_supernet(paths, cfg.epochs_per_generation)
         kids = make_offspring(self.space, self.population, cfg.n_offspring, ctx.rng, cfg)
         candidates = [*self.population, *kids.all()]
         records = ctx.evaluate(candidates, "generation", step)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from factory.spaces.base import Genotype, SearchSpace
-from factory.strategies.base import PathSource, Record, Weights
+from factory.strategies.base import COST_RANGE_SEED, PathSource, Record, Weights
 from factory.tabular.table import BenchmarkTable
 
 F_WINDOW = (5.0, 95.0)  # default [F_min, F_max]: these percentiles of uniform samples' cost
@@ -116,7 +116,7 @@ class TabularContext:
         uniform samples from a generator of their own (look-ups of cost, not queries)."""
         lo, hi = self.f_range
         if lo is None or hi is None:
-            rng = np.random.default_rng(12345)
+            rng = np.random.default_rng(COST_RANGE_SEED)
             rows = [self.table.row(self.space.sample(rng)) for _ in range(F_SAMPLES)]
             est_lo, est_hi = np.percentile(self._latency[rows], F_WINDOW)
             self.f_range = (est_lo if lo is None else lo, est_hi if hi is None else hi)

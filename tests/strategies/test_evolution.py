@@ -136,6 +136,7 @@ def test_presets() -> None:
         {"second_sort": "flops"},
         {"cut": "first"},
         {"epochs_per_generation": 0},
+        {"train_paths": "members"},
     ],
 )
 def test_bad_config_is_a_user_error(bad: dict) -> None:
@@ -218,6 +219,12 @@ def test_generation_trains_population_and_keeps_p_of_2p() -> None:
         expected = raw if g not in gen1_speed else 0.5 * gen1_speed[g] + 0.5 * raw
         assert m["acc_speed"] == pytest.approx(expected)
     assert any(tuple(m["genotype"]) in gen1_speed for m in strategy.members)
+
+
+def test_uniform_train_paths_train_no_member_in_particular() -> None:
+    cfg = evo.EvolutionConfig(population=8, generations=2, train_paths="uniform")
+    ctx = run("pnsga3", cfg, 0, range(3))
+    assert ctx.trained[1] == (None, 0.5) and ctx.trained[2] == (None, 0.5)
 
 
 def test_nsga3_needs_no_snapshot() -> None:
