@@ -3,9 +3,9 @@ with an elastic width and elastic depth (Once-for-All style).
 
 The frame is MobileNetV2's: a conv3x3 stem, seven stages (t, c, n, s below), a conv1x1 to
 1280 channels and the classifier. Decisions, in genotype order:
-- `width`: one multiplier for the whole network, {0.35, 0.5, 0.75, 1}; every width (stem,
-  stages) is scaled and rounded as torchvision's MobileNetV2 does (`make_divisible`), the
-  last conv keeps 1280 as there;
+- `width`: one multiplier for the whole network, {0.35, 0.5, 0.75, 1} (from `min_width`, a
+  space option; a search defaults to 0.5); every width (stem, stages) is scaled and rounded
+  as torchvision's MobileNetV2 does (`make_divisible`), the last conv keeps 1280 as there;
 - `stageN_depth` for each stage of more than one layer: keep its first d layers (1..n);
 - `layerNN` for each of the 17 layers: an inverted-residual block, kernel {3,5,7} x
   expansion {1,3,6} x squeeze-excite {off,on}. Choices of layers past a stage's depth do not
@@ -17,7 +17,8 @@ in cost. Squeeze-excite is MobileNetV3's (`ops.SqueezeExcite` on the expanded ch
 hard-sigmoid), where MnasNet uses a sigmoid and a quarter of the block's input width.
 
 The supernet holds one block per layer at the largest option and width 1: every option and
-width runs on slices of it (`factory.spaces.elastic`), as Once-for-All does.
+width runs on slices of it (`factory.spaces.elastic`), as Once-for-All does. The block and
+the layer frame are in `factory.spaces.mbconv`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
 from factory.cli.main import app
@@ -75,3 +76,17 @@ def test_presets_choose_how_many_training_images(preset, given, expected) -> Non
     assert _train_size(given, preset) == expected
     for name in STRATEGIES.names():  # every strategy knows every preset
         STRATEGIES.get(name).Config.preset(preset)
+
+
+def test_help_names_every_registered_strategy_and_dataset() -> None:
+    """The option help is typed out (reading the registries would import torch for --help);
+    this keeps it equal to them."""
+    import re
+
+    from factory.data import DATASETS
+    from factory.strategies.registry import STRATEGIES
+
+    params = {p.name: p.help or "" for p in typer.main.get_command(app).commands["search"].params}
+    for option, names in (("strategy", STRATEGIES.names()), ("dataset", DATASETS.names())):
+        listed = set(re.findall(r"[a-z0-9][a-z0-9-]*[a-z0-9]", params[option])) - {"or", "a"}
+        assert set(names) <= listed and listed - {"baseline"} <= set(names), (option, listed)
