@@ -185,7 +185,10 @@ def main() -> None:
         "machine": describe_machine(),
         "space": space.name,
         "run": str(args.run),
-        "search": {k: config.get(k) for k in ("strategy", "preset", "train_size", "val_size")},
+        "search": {
+            k: config.get(k)
+            for k in ("strategy", "preset", "train_size", "val_size", "space_options")
+        },
         "recipe": opts,
         "stats": stats,
         "rows": rows,
