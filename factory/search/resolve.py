@@ -44,18 +44,22 @@ def _space_options(config: SearchConfig) -> dict[str, str]:
     """The user's `--set space.*` over the space's search defaults; the defaults yield where
     an `--init` architecture lies outside them (`--init mobilenet_v2@0.35`)."""
     user = dict(config.space_options)
-    defaults = {**SPACES.get(config.space).search_defaults, **user}
-    candidates = [defaults, user] if defaults != user else [user]
-    for i, options in enumerate(candidates):
-        try:
-            space = get_space(config.space, options=options)
-            for name in config.init:
-                space.parse(name)
-            return options
-        except UserError:
-            if i == len(candidates) - 1:
-                raise
-    raise AssertionError("unreachable")
+    options = {**SPACES.get(config.space).search_defaults, **user}
+    try:
+        _parse_init(config, options)
+    except UserError:
+        if options == user:
+            raise
+        options = user
+        _parse_init(config, options)
+    return options
+
+
+def _parse_init(config: SearchConfig, options: dict[str, str]) -> None:
+    """Fails (UserError) where an `--init` name is no architecture of the space so made."""
+    space = get_space(config.space, options=options)
+    for name in config.init:
+        space.parse(name)
 
 
 def with_units(strategy_cfg: Any, units: int) -> Any:
