@@ -24,7 +24,7 @@ class EvalSettings:
     eval_batch_size: int = 500
     calib_steps: int = 2  # BN recalibration batches per evaluation
     calib_batch_size: int = 128
-    val_size: int | None = 500  # validation images used to score a candidate (None: all)
+    val_size: int | None = 5000  # validation images used to score a candidate (None: all)
     # `evaluate(cheap=True)`, the controller's inner updates: one batch, one recalibration
     # batch (ENAS scores its controller samples on one validation minibatch)
     cheap_val_size: int = 128

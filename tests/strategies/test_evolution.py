@@ -197,7 +197,7 @@ def test_warm_start_fills_half_the_population_with_near_variants() -> None:
 
 
 def test_generation_trains_population_and_keeps_p_of_2p() -> None:
-    cfg = evo.EvolutionConfig(population=8, generations=2)
+    cfg = evo.EvolutionConfig(population=8, generations=2, train_paths="population")
     ctx = run("pnsga3", cfg, 0, range(3))
     gen1 = {r.genotype for r in ctx.records if r.step == 1}
     gen2 = [r for r in ctx.records if r.step == 2]
@@ -225,6 +225,14 @@ def test_uniform_train_paths_train_no_member_in_particular() -> None:
     cfg = evo.EvolutionConfig(population=8, generations=2, train_paths="uniform")
     ctx = run("pnsga3", cfg, 0, range(3))
     assert ctx.trained[1] == (None, 0.5) and ctx.trained[2] == (None, 0.5)
+
+
+def test_presets_train_uniform_paths_but_the_paper_trains_the_population() -> None:
+    """Uniform paths are what made the default search match MobileNetV2@0.5 (docs/search.md);
+    the paper preset keeps CARS's population paths."""
+    assert evo.EvolutionConfig.preset("quick").train_paths == "uniform"
+    assert evo.EvolutionConfig.preset("gpu").train_paths == "uniform"
+    assert evo.EvolutionConfig.preset("paper").train_paths == "population"
 
 
 def test_nsga3_needs_no_snapshot() -> None:
