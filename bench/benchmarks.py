@@ -149,19 +149,23 @@ def ranking() -> list[Row]:
 
 def beat_mobilenet() -> list[Row]:
     d = load("beat_mobilenet.json")
-    best = max(d["models"], key=lambda r: (r["faster"] and r["as_accurate"], r["test_accuracy"]),
-               default=None)  # fmt: skip
-    measured = (
-        "no front model beat it as the search ranks them"
-        if best is None
-        else (
-            f"{best['arch_id']}: {100 * best['test_accuracy']:.2f} % vs "
-            f"{100 * d['baseline']['test_accuracy']:.2f} %, ratio {best['timing']['ratio']:.3f}, "
-            f"faster in {best['timing']['pairs_faster']}/{best['timing']['pairs']} pairs"
-        )
-    )
+    runs = d["runs"]
+    wins = [r for r in runs if r["met"]]
+
+    def best(run: dict) -> str:
+        m = max(run["models"], key=lambda r: (r["faster"] and r["as_accurate"],
+                                              r["test_accuracy"]), default=None)  # fmt: skip
+        if m is None:
+            return "no front model beat it as the search ranks them"
+        return (f"{m['arch_id']}: {100 * m['test_accuracy']:.2f} % vs "
+                f"{100 * run['baseline']['test_accuracy']:.2f} %, ratio "
+                f"{m['timing']['ratio']:.3f}, faster in {m['timing']['pairs_faster']}/"
+                f"{m['timing']['pairs']} pairs")  # fmt: skip
+
+    measured = f"met in {len(wins)} of {len(runs)} runs; " + "; ".join(best(r) for r in runs)
+    epochs = runs[0]["recipe"].get("epochs", 0) if runs else 0
     return [("default search: a front model faster than MobileNetV2@0.5 and as accurate "
-             f"({d['recipe'].get('epochs', 0):g} epochs, CPU)", "as accurate and shown faster",
+             f"({epochs:g} epochs, CPU; every run)", "as accurate and shown faster",
              measured, d["met"], "beat_mobilenet.md")]  # fmt: skip
 
 

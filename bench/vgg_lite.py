@@ -42,8 +42,9 @@ ACCURACY_ONLY = {"mnas_alpha": 0.0, "mnas_beta": 0.0}
 
 
 def searches(args: argparse.Namespace) -> dict[str, dict]:
-    """Each search's strategy, settings and units; the controller gets as many evaluations
-    as pNSGA-III (samples_per_step 4 per step)."""
+    """Each search's strategy, settings and units; the controller samples as many
+    architectures as pNSGA-III evaluates distinct ones (P at the start, P offspring a
+    generation; it re-scores its survivors besides), 4 a step."""
     evals = args.population * (args.generations + 1)
     return {
         "RL controller, accuracy only (paper)": dict(
@@ -86,11 +87,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="run pairs, seeds 0..N-1")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=Path, default=None, help="keep run dirs here")
+    parser.add_argument("--only", type=int, default=None,
+                        help="re-run only search K (0: controller, 1: pNSGA-III), keeping the "
+                        "other's figures from docs/vgg_lite.json")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = args.runs or Path(tempfile.mkdtemp(prefix="emf-vgg-"))
-    results = {}
+    results, command = {}, " ".join(["python", *sys.argv])
+    if args.only is not None:
+        previous = json.loads((DOCS / "vgg_lite.json").read_text())
+        results, command = previous["searches"], f"{previous['command']}`, then `{command}"
     for k, (title, how) in enumerate(searches(args).items()):
+        if args.only is not None and k != args.only:
+            continue
         records: dict[str, list] = {n: [] for n in STARTS}
         walls: dict[str, list[float]] = {n: [] for n in STARTS}
         for seed in range(args.seeds):
@@ -108,7 +117,7 @@ def main() -> None:
                 print(f"{title}: seed {seed} {name:12s} {walls[name][-1]:7.1f} s", flush=True)
         results[title] = _summary(how, records, walls)
     summary = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command,
         "date": dt.date.today().isoformat(),
         "seeds": args.seeds,
         "searches": results,
