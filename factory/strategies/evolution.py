@@ -2,11 +2,12 @@
 
 One loop, two survivals. Unit 0 warms the shared weights up with uniform paths and
 evaluates the first population; each later unit is one generation: train the shared
-weights on the population's paths, breed t·P offspring (mutation, crossover, fresh random),
-evaluate parents and offspring with the new weights and keep P. pNSGA-III also sorts by how
-fast accuracy grows, acc(W_g) - acc(W_{g-1}) per supernet epoch against a snapshot of the
-previous generation's weights, so large models that learn slower survive until they catch
-up; plain NSGA-III does not, and falls into the small-model trap.
+weights (on the population's paths as in CARS, or on uniform paths: `train_paths`), breed
+t·P offspring (mutation, crossover, fresh random), evaluate parents and offspring with the
+new weights and keep P. pNSGA-III also sorts by how fast accuracy grows, acc(W_g) -
+acc(W_{g-1}) per supernet epoch against a snapshot of the previous generation's weights, so
+large models that learn slower survive until they catch up; plain NSGA-III does not, and
+falls into the small-model trap.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class EvolutionConfig:
     offspring_ratio: float = 1.0  # t: t·P offspring per generation
     generations: int = 5
     warmup_epochs: float = 1.0  # uniform-path supernet epochs before the first population
-    epochs_per_generation: float = 0.5  # supernet epochs on the population's paths
+    epochs_per_generation: float = 0.5  # supernet epochs a generation (`train_paths`)
     archs_per_batch: int = 1  # B: population members per training batch
     # "population": each generation trains the population's paths (CARS, the paper preset);
     # "uniform": uniform paths only, so members are not scored higher than equal non-members
