@@ -41,8 +41,8 @@ class EvolutionConfig:
     archs_per_batch: int = 1  # B: population members per training batch
     # "population": each generation trains the population's paths (CARS, the paper preset);
     # "uniform": uniform paths only, so members are not scored higher than equal non-members
-    # for being trained. Uniform paths gave the first default-run model as accurate as
-    # MobileNetV2@0.5 and faster (docs/search.md), so the quick and gpu presets use them.
+    # for being trained. With uniform paths one of two default runs found a model as accurate
+    # as MobileNetV2@0.5 and faster (docs/search.md), so the quick and gpu presets use them.
     train_paths: str = "uniform"
     mutation_fraction: float = 0.25
     crossover_fraction: float = 0.25

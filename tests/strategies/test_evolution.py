@@ -228,7 +228,7 @@ def test_uniform_train_paths_train_no_member_in_particular() -> None:
 
 
 def test_presets_train_uniform_paths_but_the_paper_trains_the_population() -> None:
-    """Uniform paths are what made the default search match MobileNetV2@0.5 (docs/search.md);
+    """Uniform paths remove the bias towards trained population members (docs/search.md);
     the paper preset keeps CARS's population paths."""
     assert evo.EvolutionConfig.preset("quick").train_paths == "uniform"
     assert evo.EvolutionConfig.preset("gpu").train_paths == "uniform"
