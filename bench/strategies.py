@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe_machine
 from plots import new_axes, save
 from pymoo.indicators.hv import HV
 
@@ -32,6 +32,7 @@ from factory.search.config import SearchConfig
 from factory.search.pareto import latest_per_arch, pareto_front
 from factory.search.runner import run_search
 from factory.search.store import RunStore
+from factory.strategies.evolution import EvolutionConfig
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 STRATEGIES = ("random", "nsga3", "pnsga3", "mnas", "cycle-annealing")
@@ -45,8 +46,9 @@ def budgets(generations: int, population: int) -> dict[str, dict[str, object]]:
     generation: P(1 + 2G). Random search runs 2G units of P after a warm-up of P, each unit
     half a generation's epochs; the controllers take that many evaluations in steps of a
     divisor of it."""
+    base = EvolutionConfig()  # the epochs nsga3/pnsga3 run with
     evals = population * (1 + 2 * generations)
-    epochs = 1.0 + 0.5 * generations
+    epochs = base.warmup_epochs + base.epochs_per_generation * generations
     evo = {"population": population, "generations": generations}
     samples = next((d for d in range(8, 3, -1) if evals % d == 0 and evals // d >= 6), None)
     if samples is None:
@@ -64,8 +66,8 @@ def budgets(generations: int, population: int) -> dict[str, dict[str, object]]:
     random = {
         "generations": 2 * generations,
         "samples_per_unit": population,
-        "warmup_epochs": 1.0,
-        "epochs_per_generation": 0.25,
+        "warmup_epochs": base.warmup_epochs,
+        "epochs_per_generation": base.epochs_per_generation / 2,
     }
     return {"random": random, "nsga3": evo, "pnsga3": evo, "mnas": rl, "cycle-annealing": rl}
 
@@ -151,7 +153,7 @@ def _summary(seeds: list[dict[str, tuple[list, float]]], args: argparse.Namespac
     return {
         "command": " ".join(["python", "bench/strategies.py", *sys.argv[1:]]),
         "date": dt.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
         "space": args.space,
         "per_seed": per_seed,
         "vs_random": {
@@ -162,6 +164,8 @@ def _summary(seeds: list[dict[str, tuple[list, float]]], args: argparse.Namespac
 
 def _report(s: dict, seed0: dict[str, tuple[list, float]], args: argparse.Namespace) -> str:
     first = s["per_seed"][0]
+    rand = budgets(args.generations, args.population)["random"]
+    epochs = rand["warmup_epochs"] + rand["generations"] * rand["epochs_per_generation"]
     lines = [
         "# Search strategies under one budget",
         "",
@@ -169,10 +173,9 @@ def _report(s: dict, seed0: dict[str, tuple[list, float]], args: argparse.Namesp
         f"- machine: {s['machine']}, date {s['date']}; one torch thread, runs one at a time",
         f"- space {args.space}; {len(s['per_seed'])} seeds; every strategy gets exactly the same "
         f"evaluations ({first['random']['evaluations']}) and supernet epochs "
-        f"({1.0 + 0.5 * args.generations:g}) on {args.train_size} training images",
+        f"({epochs:g}) on {args.train_size} training images",
         f"- objectives: validation accuracy (supernet, {args.val_size} images) and the search's "
-        "latency "
-        "objective on x86-cpu (robust mode: paired with a reference model, so machine load "
+        "latency objective on x86-cpu (robust mode: paired with a reference model, so machine load "
         "cancels)",
         "- hypervolume in (error, latency / L) space, reference point (1, 1), L = 1.1 × the "
         "largest latency any strategy saw in that seed; ratios to random are within a seed",

@@ -32,24 +32,25 @@ from plots import new_axes, save
 from factory.search.config import SearchConfig
 from factory.search.runner import run_search
 from factory.search.store import RunStore
+from factory.strategies.rl import RLConfig
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 OBJECTIVES = ("accuracy", "macs")
 SHARES = (0.9, 0.95, 0.99)  # of the best accuracy seen in any run of the same search
 STARTS = {"from VGG-11": ("vgg11",), "random start": ()}
 # The paper's search: a controller whose reward is accuracy alone (MnasNet's with w = 0).
+CONTROLLER = "RL controller, accuracy only (paper)"
 ACCURACY_ONLY = {"mnas_alpha": 0.0, "mnas_beta": 0.0}
 
 
 def searches(args: argparse.Namespace) -> dict[str, dict]:
     """Each search's strategy, settings and units; the controller samples as many
     architectures as pNSGA-III evaluates distinct ones (P at the start, P offspring a
-    generation; it re-scores its survivors besides), 4 a step."""
+    generation; it re-scores its survivors besides), the quick preset's samples a step."""
     evals = args.population * (args.generations + 1)
+    per_step = RLConfig.preset("quick").samples_per_step
     return {
-        "RL controller, accuracy only (paper)": dict(
-            strategy="mnas", settings=ACCURACY_ONLY, units=max(3, evals // 4)
-        ),
+        CONTROLLER: dict(strategy="mnas", settings=ACCURACY_ONLY, units=max(3, evals // per_step)),
         "pNSGA-III, accuracy and MACs": dict(
             strategy="pnsga3",
             settings={"population": args.population, "generations": args.generations},
@@ -173,7 +174,8 @@ def _report(s: dict, args: argparse.Namespace) -> str:
     def row(label: str, cells: list[str]) -> str:
         return f"| {label} | {' | '.join(cells)} |"
 
-    controller_steps = next(iter(searches(args).values()))["units"]
+    controller_steps = s["searches"][CONTROLLER]["units"]
+    per_step = RLConfig.preset("quick").samples_per_step
     lines = [
         "# VGG-Lite in miniature: starting from VGG-11 vs starting at random",
         "",
@@ -186,9 +188,9 @@ def _report(s: dict, args: argparse.Namespace) -> str:
         "",
         "- **The paper's**: an LSTM controller (REINFORCE) whose reward is accuracy alone "
         "(`--strategy mnas --set mnas_alpha=0 --set mnas_beta=0`: MnasNet's "
-        f"Acc·(cost/T)^w with w = 0), {controller_steps} steps of 4 samples; `--init vgg11` "
-        "first trains the controller towards VGG-11's "
-        "choices (20 cross-entropy steps), so its first samples are VGG-11's neighbours.",
+        f"Acc·(cost/T)^w with w = 0), {controller_steps} steps of {per_step} samples; "
+        "`--init vgg11` first trains the controller towards VGG-11's choices (20 cross-entropy "
+        "steps), so its first samples are VGG-11's neighbours.",
         f"- **pNSGA-III** on accuracy and MACs, population {args.population}, "
         f"{args.generations} generation(s); `--init vgg11` puts VGG-11 and near variants of it "
         "in half the first population.",
