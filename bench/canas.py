@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 from plots import new_axes, save
+from searches import search_or_exit
 from strategies import hypervolume
 
 from factory.search.config import SearchConfig
 from factory.search.pareto import pareto_front
-from factory.search.runner import run_search
 from factory.search.store import RunStore
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -104,7 +104,7 @@ def main() -> None:
     for name, (strategy, settings, seed) in plans.items():
         config = SearchConfig(strategy=strategy, strategy_config=settings, seed=seed, **common)
         start = time.perf_counter()
-        run_search(config, root / name, quiet=True)
+        search_or_exit(config, root / name)
         walls[name] = time.perf_counter() - start
         with RunStore(root / name) as store:
             results[name] = store.records()

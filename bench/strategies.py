@@ -27,10 +27,10 @@ import torch
 from machine import describe_machine
 from plots import new_axes, save
 from pymoo.indicators.hv import HV
+from searches import search_or_exit
 
 from factory.search.config import SearchConfig
 from factory.search.pareto import latest_per_arch, pareto_front
-from factory.search.runner import run_search
 from factory.search.store import RunStore
 from factory.strategies.evolution import EvolutionConfig
 
@@ -114,7 +114,7 @@ def main() -> None:
                                   val_size=args.val_size, strategy_config=settings)  # fmt: skip
             run_dir = root / f"seed{seed}-{name}"
             start = time.perf_counter()
-            run_search(config, run_dir, quiet=True)
+            search_or_exit(config, run_dir)
             wall = time.perf_counter() - start
             with RunStore(run_dir) as store:
                 results[name] = (store.records(), wall)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 from plots import new_axes, save
+from searches import search_or_exit
 
 from factory.search.config import SearchConfig
-from factory.search.runner import run_search
 from factory.search.store import RunStore
 from factory.strategies.rl import RLConfig
 
@@ -111,7 +111,7 @@ def main() -> None:
                                       strategy_config=how["settings"])  # fmt: skip
                 run_dir = root / f"s{k}-seed{seed}-run{i}"
                 start = time.perf_counter()
-                run_search(config, run_dir, quiet=True)
+                search_or_exit(config, run_dir)
                 walls[name].append(time.perf_counter() - start)
                 with RunStore(run_dir) as store:
                     records[name].append(store.records())
