@@ -102,7 +102,9 @@ def main() -> None:
         plans[f"mnas-{i + 1}"] = ("mnas", settings, args.seed + i)  # k runs, k seeds
     results, walls = {}, {}
     for name, (strategy, settings, seed) in plans.items():
-        config = SearchConfig(strategy=strategy, strategy_config=settings, seed=seed, **common)
+        config = SearchConfig(
+            refine=0, strategy=strategy, strategy_config=settings, seed=seed, **common
+        )
         start = time.perf_counter()
         search_or_exit(config, root / name)
         walls[name] = time.perf_counter() - start

@@ -93,9 +93,11 @@ def train_one(job: tuple[str, str, list[int], dict]) -> tuple[str, float, float]
     return name, result.test.accuracy, result.seconds
 
 
-def standalone_scores(run: Path, archs: dict, opts: dict, workers: int) -> dict[str, float]:
-    """Trained-alone accuracies, cached per architecture in RUN/ranking/."""
-    done = train_cached(run / "ranking" / "standalone.json", run, archs, opts, workers)
+def standalone_scores(
+    run: Path, archs: dict, opts: dict, workers: int, cache: str = "standalone.json"
+) -> dict[str, float]:
+    """Trained-alone accuracies, cached per architecture in RUN/ranking/`cache`."""
+    done = train_cached(run / "ranking" / cache, run, archs, opts, workers)
     return {n: done[n]["accuracy"] for n in archs}
 
 
@@ -158,6 +160,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--repeat-seed",
+        type=int,
+        help="train every architecture again with this seed: the tau between the two "
+        "trainings shows how much of the disagreement is the short training's own noise",
+    )
     args = parser.parse_args()
 
     from machine import describe_machine
@@ -178,6 +186,19 @@ def main() -> None:
         for n, g in archs.items()
     ]  # fmt: skip
     stats = fidelity([r["supernet"] for r in rows], [r["standalone"] for r in rows])
+    repeat = None
+    if args.repeat_seed is not None:
+        cache = f"standalone_seed{args.repeat_seed}.json"
+        again = standalone_scores(args.run, archs, opts | {"seed": args.repeat_seed},
+                                  args.workers, cache)  # fmt: skip
+        for row, n in zip(rows, archs, strict=True):
+            row["standalone_repeat"] = again[n]
+        both = [(r["standalone"] + r["standalone_repeat"]) / 2 for r in rows]
+        repeat = {
+            "seed": args.repeat_seed,
+            "seed_vs_seed": fidelity([r["standalone"] for r in rows], list(again.values())),
+            "supernet_vs_mean": fidelity([r["supernet"] for r in rows], both),
+        }
     config = json.loads((args.run / "config.json").read_text())
     result = {
         "command": " ".join(["python", *sys.argv]),
@@ -191,6 +212,7 @@ def main() -> None:
         },
         "recipe": opts,
         "stats": stats,
+        "repeat": repeat,
         "rows": rows,
     }
     stem = f"ranking_{space.name}"
@@ -219,16 +241,39 @@ def render(result: dict, stem: str) -> str:
         f"top-5 overlap {s['top5_overlap']:.0%}** over {len(result['rows'])} architectures "
         "(goal: tau >= 0.6).",
         "",
+        *_repeat_lines(result.get("repeat"), r["seed"]),
         f"![supernet vs standalone]({stem}.png)",
         "",
-        "| architecture | supernet acc | trained alone |",
-        "|---|---:|---:|",
+    ]
+    again = result.get("repeat") is not None
+    lines += [
+        "| architecture | supernet acc | trained alone"
+        + (f" | seed {result['repeat']['seed']} |" if again else " |"),
+        "|---|---:|---:|" + ("---:|" if again else ""),
     ]
     for row in sorted(result["rows"], key=lambda x: -x["standalone"]):
+        extra = f" {100 * row['standalone_repeat']:.2f} % |" if again else ""
         lines.append(
             f"| {row['name']} | {100 * row['supernet']:.1f} % | {100 * row['standalone']:.2f} % |"
+            + extra
         )
     return "\n".join([*lines, ""])
+
+
+def _repeat_lines(repeat: dict | None, seed: int) -> list[str]:
+    """What a second standalone training says about the yardstick's noise."""
+    if repeat is None:
+        return []
+    ss, sm = repeat["seed_vs_seed"], repeat["supernet_vs_mean"]
+    return [
+        f"**The yardstick's own noise:** trained again with seed {repeat['seed']}, the same "
+        f"architectures rank with Kendall tau {ss['kendall_tau']:.3f} (Spearman rho "
+        f"{ss['spearman_rho']:.3f}, top-5 overlap {ss['top5_overlap']:.0%}) against seed {seed}. "
+        "That much disagreement is the short training's, not the supernet's. Against the mean "
+        f"of both trainings the supernet reaches tau {sm['kendall_tau']:.3f} "
+        f"(rho {sm['spearman_rho']:.3f}).",
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def main() -> None:
     for seed in range(args.seeds):
         results = {}
         for name, settings in plan.items():
-            config = SearchConfig(space=args.space, strategy=name, objectives=OBJECTIVES,
+            config = SearchConfig(space=args.space, refine=0, strategy=name, objectives=OBJECTIVES,
                                   cost="latency_ms", seed=seed, train_size=args.train_size,
                                   val_size=args.val_size, strategy_config=settings)  # fmt: skip
             run_dir = root / f"seed{seed}-{name}"

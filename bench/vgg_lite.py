@@ -107,7 +107,7 @@ def main() -> None:
             for i, (name, init) in enumerate(STARTS.items()):
                 config = SearchConfig(space="vgg", strategy=how["strategy"], objectives=OBJECTIVES,
                                       cost="macs", seed=seed, train_size=args.train_size,
-                                      init=init, units=how["units"],
+                                      init=init, units=how["units"], refine=0,
                                       strategy_config=how["settings"])  # fmt: skip
                 run_dir = root / f"s{k}-seed{seed}-run{i}"
                 start = time.perf_counter()

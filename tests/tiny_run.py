@@ -18,6 +18,7 @@ TINY: dict[str, Any] = dict(
     val_size=128,
     batch_size=64,
     calib_steps=1,
+    refine=0,  # tests/search/test_refine.py runs it
 )
 
 

@@ -99,6 +99,15 @@ def search(
     f_max: Annotated[
         float | None, typer.Option(help="Highest cost the annealing sweeps to.")
     ] = None,
+    refine: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Evaluations after the last generation/step on cheaper one-decision "
+            "neighbours of the front, placed in its widest cost gaps and scored with the "
+            "final weights (no training; 0: none).",
+        ),
+    ] = 12,
     seed: Annotated[int, typer.Option(help="Seed of every random choice of the run.")] = 0,
     out: Annotated[
         Path | None,
@@ -208,6 +217,8 @@ def search(
         fail("--queries is the budget of a tabular search; add --benchmark nb201 (or a CSV)")
     if benchmark is not None:
         given = {n for n in ctx.params if _given(ctx, n)}
+        if "refine" in given:
+            fail("--refine refines a training search's front; a tabular search spends --queries")
         tabular = _run_tabular_cli(
             space if "space" in given else "nb201", strategy,
             target if "target" in given else "", benchmark, queries, seed, init,
@@ -237,6 +248,7 @@ def search(
         "latency_mode": latency,
         "f_min": f_min,
         "f_max": f_max,
+        "refine": refine,
         **split_settings(parse_settings(settings or [])),
     }
     if resume is not None:
@@ -302,7 +314,7 @@ def _run_tabular_cli(
 
     config = SearchConfig(
         space=space, strategy=strategy, target=target, seed=seed, init=tuple(init or ()),
-        units=units, f_min=f_min, f_max=f_max, benchmark=benchmark, queries=queries,
+        units=units, f_min=f_min, f_max=f_max, benchmark=benchmark, queries=queries, refine=0,
         **split_settings(parse_settings(settings or [])),
     )  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M%S")

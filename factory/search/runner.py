@@ -41,6 +41,7 @@ from factory.search.interrupt import (
     stop_reason,
 )
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
+from factory.search.refine import REFINE, gap_neighbours
 from factory.search.remeasure import remeasure
 from factory.search.resolve import config_tuples, resolve
 from factory.search.rundir import (
@@ -58,6 +59,7 @@ from factory.strategies import STRATEGIES
 from factory.strategies.base import Record, Strategy
 from factory.supernet import SupernetTrainConfig, make_optimizer
 from profilers.farm import farm_resources
+from profilers.flops import count_costs
 from targets import get_target
 from targets.atomic import check_writable_dir
 from targets.errors import Terminated
@@ -329,6 +331,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     if stopped not in STOP_REASONS:
         try:
             with make_progress(disable=quiet) as run.ctx.progress:
+                _refine(run, floor, total)
                 refs = run.references()
         except (KeyboardInterrupt, Terminated) as exc:
             stopped = stop_reason(exc)
@@ -352,6 +355,27 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         meta["stopped"] = stopped = stop_reason(exc)
         front = _write(run, records, refs, meta, floor)
     return RunResult(run.run_dir, front, unit, total, len(records), stopped, kept)
+
+
+def _refine(run: _Run, floor: ChanceFloor, step: int) -> None:
+    """`config.refine` evaluations of cheaper neighbours in the front's cost gaps, with the
+    final weights (refine.py), recorded as phase 'refine' at `step`. The candidates come
+    from the records before refinement and a generator of their own, so a resumed run
+    draws the same ones and replays those already scored."""
+    if run.config.refine <= 0 or run.store is None:
+        return
+    records = [r for r in run.store.records() if r.phase != REFINE]
+    cost = run.config.cost
+    front = [
+        (r.genotype, r.value(cost)) for r in pareto_front(records, run.config.objectives, floor)
+    ]
+    shape = (1, *run.space.spec.shape)
+    macs = functools.cache(lambda g: count_costs(run.space.build(g), shape).macs)
+    rng = np.random.default_rng([run.config.seed, step])
+    seen = {r.arch_id for r in records}
+    todo = gap_neighbours(run.space, front, macs, seen, run.config.refine, rng)
+    if todo:
+        run.ctx.evaluate(todo, REFINE, step)
 
 
 def _write(

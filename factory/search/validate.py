@@ -31,6 +31,8 @@ def check_run_options(config: SearchConfig) -> None:
         )
     if config.time_budget_s is not None and config.time_budget_s <= 0:
         raise UserError("--time must be longer than 0 s, e.g. --time 20m")
+    if config.refine < 0:
+        raise UserError(f"--refine must be >= 0 (0: no refinement), got {config.refine}")
     lo, hi = config.f_min, config.f_max
     if lo is not None and hi is not None and not lo < hi:
         raise UserError(f"--f-min ({lo:g}) must be below --f-max ({hi:g})")

@@ -1,0 +1,133 @@
+"""Refinement after the last unit: cheaper one-decision neighbours placed in the front's
+cost gaps, scored with the final weights, recorded, and replayed on resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.progress import Progress
+
+from factory.search import runner
+from factory.search.config import SearchConfig
+from factory.search.refine import REFINE, gap_neighbours, neighbours, quotas
+from factory.search.runner import run_search
+from factory.search.store import RunStore
+from factory.spaces import get_space
+from profilers.flops import count_costs
+from targets.errors import UserError
+from tests.tiny_run import FMNIST, TINY
+
+
+def test_quotas_follow_the_log_of_the_gap() -> None:
+    assert quotas([4.0, 2.0, 2.0], 8) == [4, 2, 2]
+    assert quotas([1.0, 3.0], 5) == [0, 5]  # a member level with the one below gets nothing
+    assert quotas([1.0, 1.0], 5) == [0, 0]
+    assert sum(quotas([1.5, 2.7, 9.0, 1.1], 12)) == 12
+
+
+def test_neighbours_differ_in_exactly_one_decision() -> None:
+    space = get_space("mobilenet")
+    g = space.manual()["mobilenet_v2@0.5"]
+    found = neighbours(space, g)
+    assert len(found) == sum(c - 1 for c in space.choices())
+    assert all(sum(a != b for a, b in zip(n, g, strict=True)) == 1 for n in found)
+
+
+def test_gap_neighbours_lie_inside_the_gaps() -> None:
+    space = get_space("mobilenet", options={"min_width": "0.5"})
+    shape = (1, *space.spec.shape)
+
+    def macs(g: tuple[int, ...]) -> float:
+        return count_costs(space.build(g), shape).macs
+
+    small, large = space.manual()["mobilenet_v2@0.5"], space.manual()["mobilenet_v2@1"]
+    front = [(small, macs(small)), (large, macs(large))]
+    seen = {space.arch_id(small), space.arch_id(large)}
+    chosen = gap_neighbours(space, front, macs, seen, 4, np.random.default_rng(0))
+    assert 1 <= len(chosen) <= 4
+    assert len({space.arch_id(g) for g in chosen}) == len(chosen)
+    for g in chosen:
+        assert macs(small) <= macs(g) < macs(large)
+        assert sum(a != b for a, b in zip(g, large, strict=True)) == 1
+        assert space.arch_id(g) not in seen
+    # one member: no gap, nothing to refine
+    assert gap_neighbours(space, front[:1], macs, seen, 4, np.random.default_rng(0)) == []
+
+
+def test_refine_must_not_be_negative() -> None:
+    from factory.search.resolve import resolve
+
+    with pytest.raises(UserError, match="--refine"):
+        resolve(SearchConfig(**{**TINY, "refine": -1}))
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
+def test_a_run_refines_its_front_with_new_architectures(tmp_path: Path) -> None:
+    settings = {"samples_per_unit": 6, "warmup_epochs": 6}
+    config = SearchConfig(
+        **{**TINY, "strategy": "random", "units": 1, "strategy_config": settings, "refine": 3}
+    )
+    result = run_search(config, tmp_path / "run", quiet=True)
+    with RunStore(tmp_path / "run") as store:
+        records = store.records()
+    refined = [r for r in records if r.phase == REFINE]
+    assert 1 <= len(refined) <= 3
+    before = {r.arch_id for r in records if r.phase != REFINE}
+    assert not {r.arch_id for r in refined} & before  # only new architectures
+    assert all(r.step == result.total_units for r in refined)
+    # the same run without refinement records exactly the records before refinement
+    plain = run_search(dataclasses.replace(config, refine=0), tmp_path / "plain", quiet=True)
+    with RunStore(plain.run_dir) as store:
+        assert {r.arch_id for r in store.records()} == before
+
+
+class _InterruptRefinement(Progress):
+    """A real (hidden) progress display that sends SIGINT to this process once the first
+    refinement candidate is scored: the event the interruption is tied to."""
+
+    def __init__(self) -> None:
+        super().__init__(disable=True)
+        self.refining: set[Any] = set()
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> Any:
+        task = super().add_task(description, *args, **kwargs)
+        if description == f"evaluate ({REFINE})":
+            self.refining.add(task)
+        return task
+
+    def update(self, task_id: Any, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        if task_id in self.refining and kwargs.get("advance"):
+            self.refining.clear()
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
+def test_ctrl_c_in_refinement_resumes_to_the_same_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = {"samples_per_unit": 6, "warmup_epochs": 6}
+    config = SearchConfig(
+        **{**TINY, "strategy": "random", "units": 1, "strategy_config": settings, "refine": 3}
+    )
+    run_search(config, tmp_path / "reference", quiet=True)
+    monkeypatch.setattr(runner, "make_progress", lambda disable: _InterruptRefinement())
+    stopped = run_search(config, tmp_path / "run", quiet=True)
+    monkeypatch.undo()
+    assert stopped.stopped == "interrupted"
+    with RunStore(tmp_path / "run") as store:
+        assert sum(r.phase == REFINE for r in store.records()) == 1
+    resumed = run_search(config, tmp_path / "run", resume=True, quiet=True)
+    assert resumed.stopped is None
+
+    def scored(run: Path) -> list[tuple[Any, ...]]:
+        with RunStore(run) as store:
+            return [(r.arch_id, r.phase, r.step, r.objectives) for r in store.records()]
+
+    assert scored(tmp_path / "run") == scored(tmp_path / "reference")
