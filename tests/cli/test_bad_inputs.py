@@ -70,6 +70,8 @@ ROWS: list[tuple[str, str]] = [
     ("search --threads -1", "invalid value for '--threads'"),
     ("search --batch-size 0", "invalid value for '--batch-size'"),
     ("search --val-size -1", "invalid value for '--val-size'"),
+    ("search --refine -1", "invalid value for '--refine'"),
+    ("search --benchmark nb201 --refine 4 --out {box}/r", "--refine refines a training search"),
     ("search --space resnet --out {box}/r", "unknown space 'resnet'"),
     ("search --strategy nosuch --out {box}/r", "unknown strategy 'nosuch'"),
     ("search -t pdp-11 --out {box}/r", "unknown target 'pdp-11'"),
