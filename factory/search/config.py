@@ -45,8 +45,8 @@ class SearchConfig:
     space_options: dict[str, str] = field(default_factory=dict)  # `--set space.KEY=VALUE`
     benchmark: str | None = None  # a tabular benchmark ("nb201" or a CSV path): no training
     queries: int | None = None  # a tabular search's budget of distinct architectures
-    # evaluations after the last unit on cheaper neighbours of the front, in its cost gaps
-    # (refine.py); a training search's, a tabular search spends its queries elsewhere
+    # a training search's evaluations after the last unit on cheaper neighbours of the
+    # front, in its cost gaps (refine.py); a tabular search spends its --queries instead
     refine: int = 12
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import numpy as np
 from factory.spaces.base import Genotype, SearchSpace
 
 REFINE = "refine"  # the records' phase
-CANDIDATES_PER_MEMBER = 32  # neighbours costed per front member (a MAC count is ~0.1 s)
+CANDIDATES_PER_MEMBER = 32  # neighbours costed per front member (a MAC count: 0.1-0.2 s)
 
 
 def quotas(gaps: Sequence[float], count: int) -> list[int]:
@@ -79,6 +79,8 @@ def gap_neighbours(
             if key in taken or key in inside:
                 continue
             m = macs(cand)
+            # MACs need not follow latency: below a member with fewer MACs than the member
+            # under it, every cheaper neighbour is in the gap
             if (floor if floor < top else 0.0) <= m < top:
                 inside[key] = (m, cand)
         ordered = sorted(inside.items(), key=lambda kv: kv[1][0])

@@ -331,7 +331,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     if stopped not in STOP_REASONS:
         try:
             with make_progress(disable=quiet) as run.ctx.progress:
-                _refine(run, floor, total)
+                _refine(run, floor, unit)  # a run continued after --time refines anew
                 refs = run.references()
         except (KeyboardInterrupt, Terminated) as exc:
             stopped = stop_reason(exc)
