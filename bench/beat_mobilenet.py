@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
@@ -84,6 +85,22 @@ def exported(run: Path, name: str) -> tuple[bytes, float, dict]:
     return onnx, info.test_accuracy, info.recipe
 
 
+def pauses(run: Path, longer_than_s: float = 600.0) -> list[dict]:
+    """Where the run's evaluations stop for longer than `longer_than_s`: a run resumed in a
+    later session (e.g. continued by a step added since), which its page must say."""
+    import sqlite3
+    from datetime import datetime
+
+    with sqlite3.connect(run / "evaluations.sqlite") as db:
+        rows = db.execute("SELECT phase, created_at FROM evaluations ORDER BY id").fetchall()
+    times = [(phase, datetime.fromisoformat(at)) for phase, at in rows]
+    return [
+        {"before_phase": phase, "hours": round((at - prev).total_seconds() / 3600, 1)}
+        for (_, prev), (phase, at) in itertools.pairwise(times)
+        if (at - prev).total_seconds() > longer_than_s
+    ]
+
+
 def render(summary: dict) -> str:
     """docs/beat_mobilenet.md: every run's section, then the verdict over runs."""
     runs = summary["runs"]
@@ -115,6 +132,12 @@ def _section(result: dict) -> list[str]:
         f"{(meta.get('latency_objective') or {}).get('mode', 'n/a')}; objective-vs-final error "
         f"{_pct(meta.get('latency_error'))}.",
         "",
+        *(
+            f"Resumed: {p['hours']:g} h passed before its `{p['before_phase']}` evaluations "
+            "(`factory search --resume`, a later session on the same weights)."
+            for p in result.get("pauses", [])
+        ),
+        *([""] if result.get("pauses") else []),
         "| model | search accuracy | objective ms | final ms | test acc "
         f"({recipe.get('epochs', 0):g} epochs) | paired ratio vs {BASELINE} | pairs faster | "
         "verdict |",
@@ -220,6 +243,7 @@ def judge(run: Path, args: argparse.Namespace) -> dict:
             if k not in ("front", "references")
         },
         "space_options": json.loads((run / "config.json").read_text()).get("space_options"),
+        "pauses": pauses(run),
         "baseline": ref | {"test_accuracy": their_acc},
         "recipe": their_recipe,
         "models": rows,
