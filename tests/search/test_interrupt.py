@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.progress import Progress
 from typer.testing import CliRunner
 
 from factory.cli.main import app
@@ -32,6 +31,7 @@ from factory.search.checkpoint import load_checkpoint
 from factory.search.config import SearchConfig
 from factory.search.runner import run_search
 from factory.search.store import RunStore
+from tests.search.signal_progress import SignalAtAdvance
 from tests.tiny_run import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,34 +58,12 @@ def evaluations(run_dir: Path) -> list[tuple[Any, ...]]:
         ]
 
 
-class _SignalAtStep(Progress):
-    """A real (hidden) progress display that sends SIGINT to this process once the supernet
-    has taken `at` steps: the event the interruption is tied to."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__(disable=True)
-        self.at, self.steps, self.training = at, 0, set()
-
-    def add_task(self, description: str, *args: Any, **kwargs: Any) -> Any:
-        task = super().add_task(description, *args, **kwargs)
-        if description == "supernet":
-            self.training.add(task)
-        return task
-
-    def update(self, task_id: Any, **kwargs: Any) -> None:
-        super().update(task_id, **kwargs)
-        if task_id in self.training and kwargs.get("advance"):
-            self.steps += 1
-            if self.steps == self.at:
-                os.kill(os.getpid(), signal.SIGINT)
-
-
 def test_ctrl_c_mid_training_keeps_the_steps_and_resumes_to_the_same_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reference = run_search(config(), tmp_path / "reference", quiet=True)
     at = STEPS_PER_UNIT + 3  # the third step of unit 1's training
-    monkeypatch.setattr(runner, "make_progress", lambda disable: _SignalAtStep(at))
+    monkeypatch.setattr(runner, "make_progress", lambda disable: SignalAtAdvance("supernet", at))
     stopped = run_search(config(), tmp_path / "run", quiet=True)
     assert stopped.stopped == "interrupted" and stopped.units_done == 1
     assert stopped.kept == "3 supernet steps and 0 evaluations of unit 2"

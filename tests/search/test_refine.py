@@ -4,14 +4,11 @@ cost gaps, scored with the final weights, recorded, and replayed on resume."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from rich.progress import Progress
 
 from factory.search import runner
 from factory.search.config import SearchConfig
@@ -21,6 +18,7 @@ from factory.search.store import RunStore
 from factory.spaces import get_space
 from profilers.flops import count_costs
 from targets.errors import UserError
+from tests.search.signal_progress import SignalAtAdvance
 from tests.tiny_run import FMNIST, TINY
 
 
@@ -87,27 +85,6 @@ def test_a_run_refines_its_front_with_new_architectures(tmp_path: Path) -> None:
         assert {r.arch_id for r in store.records()} == before
 
 
-class _InterruptRefinement(Progress):
-    """A real (hidden) progress display that sends SIGINT to this process once the first
-    refinement candidate is scored: the event the interruption is tied to."""
-
-    def __init__(self) -> None:
-        super().__init__(disable=True)
-        self.refining: set[Any] = set()
-
-    def add_task(self, description: str, *args: Any, **kwargs: Any) -> Any:
-        task = super().add_task(description, *args, **kwargs)
-        if description == f"evaluate ({REFINE})":
-            self.refining.add(task)
-        return task
-
-    def update(self, task_id: Any, **kwargs: Any) -> None:
-        super().update(task_id, **kwargs)
-        if task_id in self.refining and kwargs.get("advance"):
-            self.refining.clear()
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 @pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
 def test_ctrl_c_in_refinement_resumes_to_the_same_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -117,7 +94,8 @@ def test_ctrl_c_in_refinement_resumes_to_the_same_records(
         **{**TINY, "strategy": "random", "units": 1, "strategy_config": settings, "refine": 3}
     )
     run_search(config, tmp_path / "reference", quiet=True)
-    monkeypatch.setattr(runner, "make_progress", lambda disable: _InterruptRefinement())
+    first_scored = SignalAtAdvance(f"evaluate ({REFINE})", 1)
+    monkeypatch.setattr(runner, "make_progress", lambda disable: first_scored)
     stopped = run_search(config, tmp_path / "run", quiet=True)
     monkeypatch.undo()
     assert stopped.stopped == "interrupted"
