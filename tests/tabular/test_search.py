@@ -80,3 +80,22 @@ def test_controller_follows_a_moving_target_on_the_table(table) -> None:
         np.mean([cost[k] for k in range(38, 42)]),
     )
     assert climb_end > warm_end + 0.4 * (hi - lo)
+
+
+def test_evolution_on_the_table_beats_random_search(table) -> None:
+    """Evolution breeds by mutation and crossover only on a table, so at 200 queries on fpga
+    every pNSGA-III seed scores above every random-search seed (measured: 0.977-0.983
+    against 0.956-0.975). With the supernet preset's half of fresh random children and
+    p = 0.5 one seed scored 0.938 and the means were 0.968 against 0.963."""
+    score = FrontScore(table, "fpga")
+
+    def hypervolumes(name: str) -> list[float]:
+        out = []
+        for seed in range(4):
+            config = SearchConfig(space="nb201", strategy=name, target="fpga",
+                                  benchmark="nb201", queries=200, seed=seed)  # fmt: skip
+            ctx, _, _ = search_table(resolve_tabular(config)[0], table)
+            out.append(score.of_rows(np.array([table.row(r.genotype) for r in ctx.queries])))
+        return out
+
+    assert min(hypervolumes("pnsga3")) > max(hypervolumes("random"))
