@@ -42,6 +42,7 @@ class Controller(nn.Module):
         hidden: int = 64,
         tanh_constant: float = 1.5,
         init_range: float = 0.1,
+        conditioned: bool = False,
     ) -> None:
         super().__init__()
         self.choices = tuple(int(c) for c in choices)
@@ -55,10 +56,24 @@ class Controller(nn.Module):
         with torch.no_grad():  # ENAS: every weight U(−0.1, 0.1)
             for p in self.parameters():
                 p.uniform_(-init_range, init_range, generator=generator)
+        # target-conditioned (drawn last, so an unconditioned controller is unchanged): the
+        # first input is start + (2t − 1)·target_embedding for a target t in [0, 1]
+        self.target_embedding: nn.Parameter | None = None
+        if conditioned:
+            self.target_embedding = nn.Parameter(torch.empty(1, hidden))
+            with torch.no_grad():
+                self.target_embedding.uniform_(-init_range, init_range, generator=generator)
 
-    def _walk(self, n: int, pick: Picker) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _first_input(self, n: int, target: float | None) -> torch.Tensor:
+        if self.target_embedding is None or target is None:
+            return self.start.expand(n, -1)
+        return (self.start + (2 * float(target) - 1) * self.target_embedding).expand(n, -1)
+
+    def _walk(
+        self, n: int, pick: Picker, target: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Choices (n, D), summed log-prob (n,) and summed entropy (n,) along picked paths."""
-        x = self.start.expand(n, -1)
+        x = self._first_input(n, target)
         state: tuple[torch.Tensor, torch.Tensor] | None = None
         picked, log_prob, entropy = [], x.new_zeros(n), x.new_zeros(n)
         for i, head in enumerate(self.heads):
@@ -71,24 +86,29 @@ class Controller(nn.Module):
             x = self.embeddings[i](choice)
         return torch.stack(picked, 1), log_prob, entropy
 
-    def sample(self, n: int, generator: torch.Generator) -> ControllerSample:
-        """n genotypes drawn from the policy (wrap in torch.no_grad() when not learning)."""
+    def sample(
+        self, n: int, generator: torch.Generator, target: float | None = None
+    ) -> ControllerSample:
+        """n genotypes drawn from the policy (wrap in torch.no_grad() when not learning);
+        `target` in [0, 1] conditions a conditioned controller (ignored otherwise)."""
 
         def draw(_: int, logp: torch.Tensor) -> torch.Tensor:
             return torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
 
-        picked, log_prob, entropy = self._walk(n, draw)
+        picked, log_prob, entropy = self._walk(n, draw, target)
         genotypes = [tuple(int(c) for c in row) for row in picked.tolist()]
         return ControllerSample(genotypes, log_prob, entropy)
 
-    def log_prob(self, genotypes: Sequence[Genotype]) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob(
+        self, genotypes: Sequence[Genotype], target: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probability and entropy (each (n,)) of given genotypes (teacher-forced)."""
         idx = torch.as_tensor([list(g) for g in genotypes], dtype=torch.long)
         if idx.ndim != 2 or idx.shape[1] != len(self.choices):
             raise ValueError(f"genotypes must have {len(self.choices)} choices each")
         if (idx < 0).any() or (idx >= torch.tensor(self.choices)).any():
             raise ValueError(f"genotype choice out of range for option counts {self.choices}")
-        _, log_prob, entropy = self._walk(len(idx), lambda i, _: idx[:, i])
+        _, log_prob, entropy = self._walk(len(idx), lambda i, _: idx[:, i], target)
         return log_prob, entropy
 
     def decision_probs(self, prefix: Genotype = ()) -> torch.Tensor:
@@ -168,6 +188,7 @@ def reinforce_update(
     baseline: Baseline,
     entropy_weight: float,
     normalise: bool = False,
+    target: float | None = None,
 ) -> UpdateStats:
     """One step on −Σ (R − b)·log p with R = reward + entropy_weight · the path's entropy per
     decision (a mean, so the bonus does not grow with the number of decisions).
@@ -177,7 +198,7 @@ def reinforce_update(
     sample is far from F all rewards are ~0 and the raw signal vanishes, though it still says
     which samples were nearer; the moving baseline would lag a moving F, so the batch's own
     mean stands in for it (the baseline keeps its average for the statistics)."""
-    log_prob, entropy = controller.log_prob(genotypes)
+    log_prob, entropy = controller.log_prob(genotypes, target)
     bonus = entropy_weight * entropy.detach().numpy() / len(controller.choices)
     reward = np.asarray(rewards, dtype=float)
     total = reward + bonus

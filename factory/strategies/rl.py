@@ -10,7 +10,9 @@ epoch; with one update per step the sampled cost did not follow the moving targe
 `entropy_weight` × the path's mean entropy per decision (a sum over 16 decisions drowned the
 reward) and b a moving-average baseline. The two strategies differ only in the reward:
 CANAS's Acc·exp(−|cost − F|/(λδ)) on the warm / slow / fast-anneal schedule
-(`annealing.py`), or MnasNet's Acc·(cost/T)^w on a flat schedule.
+(`annealing.py`), or MnasNet's Acc·(cost/T)^w on a flat schedule. Cycle annealing's
+controller also reads where F stands in [F_min, F_max] (`condition_on_target`, our
+addition): a controller that only sees a reward whose peak keeps moving lags it.
 
 Baseline (*our choice*): the reward is non-stationary (F moves every step), so the decay
 defaults to 0.9 (≈10 updates of memory) instead of ENAS's 0.99, and the baseline restarts —
@@ -71,6 +73,11 @@ class RLConfig:
     # advantages / the batch's reward spread (`controller.reinforce_update`); our addition:
     # without it the sampled cost did not follow F on NAS-Bench-201 (docs/nb201.md)
     normalise_advantage: bool = True
+    # cycle annealing: the controller's first input carries F's place in [F_min, F_max], so
+    # it learns one mapping from target to architecture instead of chasing a moving reward
+    # (our addition; on NAS-Bench-201 corr(F, sampled cost) rose from 0.27 to 0.84,
+    # docs/nb201_notes.md). `mnas` has one target and ignores it.
+    condition_on_target: bool = True
     mnas_target: float | None = None  # T of the MnasNet reward; None: middle of cost_range()
     mnas_alpha: float = -0.07  # w when cost <= T (soft constraint: α = β = −0.07)
     mnas_beta: float = -0.07  # w when cost > T (hard constraint: α = 0, β = −1)
@@ -158,12 +165,15 @@ class ControllerSearch(Strategy):
     """The shared loop; subclasses resolve their cost constants and give the reward."""
 
     Config: ClassVar[type[RLConfig]] = RLConfig
+    follows_target: ClassVar[bool] = False  # whether `condition_on_target` applies
 
     def __init__(
         self, space: SearchSpace, config: RLConfig | None = None, init: Sequence[Genotype] = ()
     ) -> None:
         self.space = space
         self.config = config if config is not None else RLConfig()
+        self.conditioned = self.follows_target and self.config.condition_on_target
+        self.target: float | None = None  # this step's target in [0, 1] (conditioned only)
         self.init = tuple(space.validate(g) for g in init)
         self.controller: Controller | None = None  # built by the first unit, from ctx.rng
         self.optimizer: torch.optim.Adam | None = None
@@ -188,6 +198,7 @@ class ControllerSearch(Strategy):
         if self.controller is None:
             self._start(ctx)
         cfg, reward = self.config, self._reward_at(unit)
+        self.target = reward.anchor if self.conditioned else None
         if cfg.child_epochs_per_step > 0:
             ctx.train_supernet(self._sample_path, cfg.child_epochs_per_step)
         self._maybe_restart_baseline(reward)
@@ -207,7 +218,7 @@ class ControllerSearch(Strategy):
         assert self.controller is not None and self.optimizer is not None
         self.last = reinforce_update(
             self.controller, self.optimizer, batch, rewards, self.baseline,
-            self.config.entropy_weight, self.config.normalise_advantage,
+            self.config.entropy_weight, self.config.normalise_advantage, self.target,
         )  # fmt: skip
 
     def _start(self, ctx: SearchContext) -> None:
@@ -221,13 +232,14 @@ class ControllerSearch(Strategy):
     def _new_controller(self, seed: int) -> Controller:
         gen = torch.Generator().manual_seed(seed)
         cfg = self.config
-        return Controller(self.space.choices(), gen, cfg.hidden, cfg.tanh_constant)
+        return Controller(self.space.choices(), gen, cfg.hidden, cfg.tanh_constant,
+                          conditioned=self.conditioned)  # fmt: skip
 
     def _sample(self, n: int, rng: np.random.Generator) -> list[Genotype]:
         assert self.controller is not None
         gen = torch.Generator().manual_seed(int(rng.integers(MAX_SEED)))
         with torch.no_grad():
-            return self.controller.sample(n, gen).genotypes
+            return self.controller.sample(n, gen, self.target).genotypes
 
     def _sample_path(self, rng: np.random.Generator) -> Genotype:
         """One training path per batch, drawn from the controller with the context's rng."""
@@ -272,9 +284,11 @@ class ControllerSearch(Strategy):
         if not state["started"]:
             return
         tensors = state["tensors"]
-        self.controller = self._new_controller(0)
         prefix = "controller."
         weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        # a run checkpointed before controllers took the target resumes as it started
+        self.conditioned = self.conditioned and "target_embedding" in weights
+        self.controller = self._new_controller(0)
         self.controller.load_state_dict(weights, strict=True)
         self.optimizer = make_optimizer(self.controller, self.config.controller_lr)
         optimizer_from_flat(self.optimizer, state["optimizer"], tensors)
@@ -283,6 +297,8 @@ class ControllerSearch(Strategy):
 @STRATEGIES.decorator("cycle-annealing")
 class CycleAnnealing(ControllerSearch):
     """CANAS: the target cost F sweeps [F_min, F_max] so the records cover the whole front."""
+
+    follows_target = True
 
     def _resolve(self, ctx: SearchContext) -> dict[str, float]:
         f_min, f_max = (float(x) for x in ctx.cost_range())

@@ -113,6 +113,31 @@ def test_learns_to_prefer_a_rewarded_choice() -> None:
     assert float(c.decision_probs()[2]) > 0.8
 
 
+def test_a_conditioned_controller_learns_a_choice_per_target() -> None:
+    """Reward option 0 of decision 0 at target 0 and option 2 at target 1, alternating
+    targets: the conditioned controller ends preferring each at its own target, while an
+    unconditioned one cannot tell the targets apart (same probabilities at both)."""
+
+    def train(conditioned: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        c = Controller(CHOICES, torch.Generator().manual_seed(0), conditioned=conditioned)
+        optimizer, gen = make_optimizer(c, 0.01), torch.Generator().manual_seed(1)
+        for step in range(120):
+            target = float(step % 2)
+            with torch.no_grad():
+                batch = c.sample(10, gen, target).genotypes
+            rewards = [1.0 if g[0] == 2 * target else 0.0 for g in batch]
+            reinforce_update(c, optimizer, batch, rewards, Baseline(0.9), 0.1, True, target)
+        with torch.no_grad():
+            return c.log_prob([(0, 0, 0, 0), (2, 0, 0, 0)], 0.0)[0], c.log_prob(
+                [(0, 0, 0, 0), (2, 0, 0, 0)], 1.0
+            )[0]
+
+    at_0, at_1 = train(conditioned=True)
+    assert at_0[0] > at_0[1] + 1 and at_1[1] > at_1[0] + 1  # e: 2.7x likelier each way
+    plain_0, plain_1 = train(conditioned=False)
+    assert torch.equal(plain_0, plain_1)
+
+
 def test_bias_towards_makes_manual_designs_likelier() -> None:
     space = get_space("shufflenet")  # the CANAS space: a width, then 16 layers of 8 or 9 options
     c = make(choices=space.choices())

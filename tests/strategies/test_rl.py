@@ -238,6 +238,23 @@ def test_resume_continues_identically(name: str, stop: int) -> None:
     assert resumed.baseline.value == full.baseline.value
 
 
+def test_a_checkpoint_from_before_conditioning_resumes_unconditioned() -> None:
+    """Runs checkpointed before cycle annealing's controller read F have no target
+    embedding: they resume with the controller they started with, step for step."""
+    old = dataclasses.replace(TINY, condition_on_target=False)
+    _, ctx_full = run("cycle-annealing", old, seed=5, units=range(TINY.total_steps))
+    first, ctx = run("cycle-annealing", old, seed=5, units=range(2))
+    resumed_ctx = ToyContext(seed=999)
+    resumed_ctx.rng.bit_generator.state = ctx.rng.bit_generator.state
+    resumed = CycleAnnealing(SPACE, TINY)  # today's config: conditioned
+    assert resumed.conditioned
+    resumed.load_state_dict(_through_disk(first.state_dict()))
+    assert not resumed.conditioned
+    for unit in range(2, TINY.total_steps):
+        resumed.run_unit(resumed_ctx, unit)
+    assert rows(resumed_ctx.records) == rows([r for r in ctx_full.records if r.step >= 2])
+
+
 def test_units_must_come_in_order() -> None:
     strategy = CycleAnnealing(SPACE, TINY)
     with pytest.raises(ValueError, match="expected unit 0"):
