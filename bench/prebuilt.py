@@ -7,6 +7,7 @@ times every shipped model's fp32 and int8 files in alternating pairs (same run, 
 and writes docs/prebuilt.md.
 
     python bench/prebuilt.py [--run RUN] [--epochs 3] [--threads 1]
+    python bench/prebuilt.py --run RUN --pick small=ID --pick medium=ID --no-train
     python bench/prebuilt.py --compare-only      # only the INT8 vs FP32 table
 """
 
@@ -47,22 +48,37 @@ def pick(run: Path) -> dict[str, str]:
     return {"small": small["arch_id"], "medium": medium["arch_id"], "large": large["arch_id"]}
 
 
+def parse_picks(values: list[str]) -> dict[str, str]:
+    """`--pick SIZE=ARCH_ID` options as {size: arch_id}."""
+    picks = dict(v.split("=", 1) for v in values if "=" in v)
+    if len(picks) != len(values) or not all(picks.values()):
+        sys.exit(f"--pick takes SIZE=ARCH_ID, got {values}")
+    return picks
+
+
 def rebuild(args: argparse.Namespace) -> None:
     run = args.run
     threads = ["--threads", str(args.threads)]
     if run is None:
         run = ROOT / "runs" / f"prebuilt-{time.strftime('%Y%m%d-%H%M%S')}"
         factory("search", "--out", str(run), "--seed", str(args.seed), *threads)
-    chosen = pick(run)
+    chosen = parse_picks(args.pick) or pick(run)
     ids = list(dict.fromkeys(chosen.values()))
-    factory("train", str(run), *[f"-c{a}" for a in ids], "--epochs", str(args.epochs), *threads)
+    if args.no_train:
+        missing = [a for a in ids if not (run / "trained" / a / "model.safetensors").is_file()]
+        if missing:
+            sys.exit(f"--no-train: {run} has no trained weights for {', '.join(missing)}")
+    else:
+        factory("train", str(run), *[f"-c{a}" for a in ids], "--epochs", str(args.epochs),
+                *threads)  # fmt: skip
+    space = json.loads((run / "config.json").read_text())["space"]
     out = run / "export"
     for size, arch_id in chosen.items():
         factory(
             "export", str(run), "-c", arch_id, "--out", str(out), "--force",
             "--name-prefix", f"fmnist-{size}-", "--version", args.version,
         )  # fmt: skip
-        factory("push", str(out / f"fmnist-{size}-shufflenet-{arch_id}"), "--registry",
+        factory("push", str(out / f"fmnist-{size}-{space}-{arch_id}"), "--registry",
                 str(SHIPPED), "--force")  # fmt: skip
 
 
@@ -122,6 +138,12 @@ def main() -> None:
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--rounds", type=int, default=7, help="alternating INT8/FP32 pairs")
     parser.add_argument("--compare-only", action="store_true")
+    parser.add_argument("--pick", action="append", default=[], metavar="SIZE=ARCH_ID",
+                        help="ship this front model under this size name (repeatable); "
+                        "default: the fastest, the most accurate and one between")  # fmt: skip
+    parser.add_argument(
+        "--no-train", action="store_true", help="export the run's trained weights as they are"
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if not args.compare_only:

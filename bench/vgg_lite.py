@@ -41,6 +41,7 @@ STARTS = {"from VGG-11": ("vgg11",), "random start": ()}
 # The paper's search: a controller whose reward is accuracy alone (MnasNet's with w = 0).
 CONTROLLER = "RL controller, accuracy only (paper)"
 ACCURACY_ONLY = {"mnas_alpha": 0.0, "mnas_beta": 0.0}
+PER_STEP = RLConfig.preset("quick").samples_per_step  # the controller's samples a step
 
 
 def searches(args: argparse.Namespace) -> dict[str, dict]:
@@ -48,9 +49,8 @@ def searches(args: argparse.Namespace) -> dict[str, dict]:
     architectures as pNSGA-III evaluates distinct ones (P at the start, P offspring a
     generation; it re-scores its survivors besides), the quick preset's samples a step."""
     evals = args.population * (args.generations + 1)
-    per_step = RLConfig.preset("quick").samples_per_step
     return {
-        CONTROLLER: dict(strategy="mnas", settings=ACCURACY_ONLY, units=max(3, evals // per_step)),
+        CONTROLLER: dict(strategy="mnas", settings=ACCURACY_ONLY, units=max(3, evals // PER_STEP)),
         "pNSGA-III, accuracy and MACs": dict(
             strategy="pnsga3",
             settings={"population": args.population, "generations": args.generations},
@@ -175,7 +175,6 @@ def _report(s: dict, args: argparse.Namespace) -> str:
         return f"| {label} | {' | '.join(cells)} |"
 
     controller_steps = s["searches"][CONTROLLER]["units"]
-    per_step = RLConfig.preset("quick").samples_per_step
     lines = [
         "# VGG-Lite in miniature: starting from VGG-11 vs starting at random",
         "",
@@ -188,7 +187,7 @@ def _report(s: dict, args: argparse.Namespace) -> str:
         "",
         "- **The paper's**: an LSTM controller (REINFORCE) whose reward is accuracy alone "
         "(`--strategy mnas --set mnas_alpha=0 --set mnas_beta=0`: MnasNet's "
-        f"Acc·(cost/T)^w with w = 0), {controller_steps} steps of {per_step} samples; "
+        f"Acc·(cost/T)^w with w = 0), {controller_steps} steps of {PER_STEP} samples; "
         "`--init vgg11` first trains the controller towards VGG-11's choices (20 cross-entropy "
         "steps), so its first samples are VGG-11's neighbours.",
         f"- **pNSGA-III** on accuracy and MACs, population {args.population}, "
