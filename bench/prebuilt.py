@@ -156,9 +156,9 @@ def main() -> None:
         "The models `factory models` lists by default, searched, trained and exported by "
         "`bench/prebuilt.py` with the factory's own commands.",
         "",
-        f"- command: `python bench/prebuilt.py --compare-only --rounds {args.rounds} --run RUN` "
-        f"(the table); the models themselves came from `python bench/prebuilt.py --epochs "
-        f"{args.epochs:g}`",
+        f"- command: `python bench/prebuilt.py {' '.join(sys.argv[1:])}`; models shipped by "
+        "earlier runs of the script keep their rows (each manifest records the run and the "
+        "training recipe it came from)",
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"load average {load:.1f} at the end; date {dt.date.today()}",
         "- accuracy: the whole Fashion-MNIST test split (10,000 images), from each manifest",
