@@ -158,7 +158,7 @@ def main() -> None:
         "",
         f"- command: `python bench/prebuilt.py {' '.join(sys.argv[1:])}`; models shipped by "
         "earlier runs of the script keep their rows (each manifest records the run and the "
-        "training recipe it came from)",
+        "training epochs it came from)",
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"load average {load:.1f} at the end; date {dt.date.today()}",
         "- accuracy: the whole Fashion-MNIST test split (10,000 images), from each manifest",
