@@ -127,10 +127,9 @@ def test_a_conditioned_controller_learns_a_choice_per_target() -> None:
                 batch = c.sample(10, gen, target).genotypes
             rewards = [1.0 if g[0] == 2 * target else 0.0 for g in batch]
             reinforce_update(c, optimizer, batch, rewards, Baseline(0.9), 0.1, True, target)
+        pair = [(0, 0, 0, 0), (2, 0, 0, 0)]  # option 0 or 2 at decision 0
         with torch.no_grad():
-            return c.log_prob([(0, 0, 0, 0), (2, 0, 0, 0)], 0.0)[0], c.log_prob(
-                [(0, 0, 0, 0), (2, 0, 0, 0)], 1.0
-            )[0]
+            return c.log_prob(pair, 0.0)[0], c.log_prob(pair, 1.0)[0]
 
     at_0, at_1 = train(conditioned=True)
     assert at_0[0] > at_0[1] + 1 and at_1[1] > at_1[0] + 1  # e: 2.7x likelier each way
