@@ -60,12 +60,10 @@ def anneal_stats(ctx, strategy) -> dict[str, float]:
     """Cycle annealing: corr(F, mean sampled cost) over the anneal steps, and the share of
     [F_min, F_max] between the found front's cheapest and dearest member."""
     lo, hi = strategy.resolved["f_min"], strategy.resolved["f_max"]
-    by_step: dict[int, list[float]] = {}
-    for r in ctx.log:
-        by_step.setdefault(r.step, []).append(r.value("latency_ms"))
-    steps = [k for k in sorted(by_step) if cas_schedule(k, strategy.config, lo, hi)[0] != WARM]
+    by_step = ctx.mean_cost_by_step()
+    steps = [k for k in by_step if cas_schedule(k, strategy.config, lo, hi)[0] != WARM]
     f = [cas_schedule(k, strategy.config, lo, hi)[1] for k in steps]
-    cost = [float(np.mean(by_step[k])) for k in steps]
+    cost = [by_step[k] for k in steps]
     corr = float(np.corrcoef(f, cost)[0, 1]) if len(steps) > 2 and np.std(cost) > 0 else 0.0
     front = _front_latencies(ctx.queries)
     covered = max(0.0, min(front.max(), hi) - max(front.min(), lo)) if len(front) else 0.0
@@ -190,13 +188,11 @@ def _f_trace(table, device: str, budget: int, path: Path) -> None:
 
     ctx, strat, _, _ = one_run(table, "cycle-annealing", device, budget, 0)
     lo, hi = strat.resolved["f_min"], strat.resolved["f_max"]
-    by_step: dict[int, list[float]] = {}
-    for r in ctx.log:
-        by_step.setdefault(r.step, []).append(r.value("latency_ms"))
-    steps = sorted(by_step)
+    by_step = ctx.mean_cost_by_step()
+    steps = list(by_step)
     fig, ax = new_axes()
     ax.plot(steps, [cas_schedule(k, strat.config, lo, hi)[1] for k in steps], label="target F")
-    ax.plot(steps, [np.mean(by_step[k]) for k in steps], ".", ms=4, label="mean sampled cost")
+    ax.plot(steps, list(by_step.values()), ".", ms=4, label="mean sampled cost")
     save(fig, ax, path, "controller step", f"latency on {device} (ms)")
 
 

@@ -173,7 +173,8 @@ class ControllerSearch(Strategy):
         self.space = space
         self.config = config if config is not None else RLConfig()
         self.conditioned = self.follows_target and self.config.condition_on_target
-        self.target: float | None = None  # this step's target in [0, 1] (conditioned only)
+        self.target: float | None = None  # this step's target in [0, 1]; only a conditioned
+        # controller reads it (`Controller.sample`)
         self.init = tuple(space.validate(g) for g in init)
         self.controller: Controller | None = None  # built by the first unit, from ctx.rng
         self.optimizer: torch.optim.Adam | None = None
@@ -198,7 +199,7 @@ class ControllerSearch(Strategy):
         if self.controller is None:
             self._start(ctx)
         cfg, reward = self.config, self._reward_at(unit)
-        self.target = reward.anchor if self.conditioned else None
+        self.target = reward.anchor
         if cfg.child_epochs_per_step > 0:
             ctx.train_supernet(self._sample_path, cfg.child_epochs_per_step)
         self._maybe_restart_baseline(reward)

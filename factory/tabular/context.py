@@ -108,6 +108,14 @@ class TabularContext:
         objectives = {"accuracy": prior, "latency_ms": float(self._latency[row])}
         return Record(tuple(int(x) for x in g), "", objectives, phase, step, 0.0, {"cheap": True})
 
+    def mean_cost_by_step(self) -> dict[int, float]:
+        """The mean latency of the recorded samples at each step, in step order: what a
+        controller's sampled cost did while its target moved (benches and tests read it)."""
+        by_step: dict[int, list[float]] = {}
+        for r in self.log:
+            by_step.setdefault(r.step, []).append(r.value(self.cost))
+        return {k: float(np.mean(v)) for k, v in sorted(by_step.items())}
+
     def snapshot_weights(self) -> None:
         """Nothing to snapshot: "previous" weights give the same table values."""
 
