@@ -62,7 +62,8 @@ def model_card(m: mf.Manifest, notes: CardNotes) -> str:
     ]
     if notes.calib_images:
         lines.append(
-            "- model.int8.onnx: Q/DQ, int8 weights (symmetric, per channel), "
+            "- model.int8.onnx: Q/DQ, int8 weights (symmetric, per channel"
+            f"{', 7-bit range' if notes.int8_activations == 'uint8' else ''}), "
             f"{notes.int8_activations} activations calibrated on {notes.calib_images} "
             "training images"
         )

@@ -143,6 +143,28 @@ class Controller(nn.Module):
             return float(self.log_prob(genotypes)[0].mean())
 
 
+def imitate(
+    controller: Controller,
+    optimizer: torch.optim.Optimizer,
+    genotypes: Sequence[Genotype],
+    steps: int,
+    target: float | None = None,
+) -> float:
+    """`steps` cross-entropy steps making `genotypes` likelier under `target`, with the
+    REINFORCE optimiser (priority-queue training keeps one optimiser for both losses).
+    Returns the last mean log-probability before the final step (nan when nothing to do)."""
+    last = float("nan")
+    if not genotypes:
+        return last
+    for _ in range(steps):
+        loss = -controller.log_prob(genotypes, target)[0].mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        last = -float(loss.detach())
+    return last
+
+
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """log-softmax over the last dim from elementwise ops and amax: torch's softmax and
     max(dim) kernels enter an OpenMP region even for (n, 8) inputs, which costs tens of ms

@@ -15,6 +15,7 @@ from factory.spaces import get_space
 from factory.strategies.controller import (
     Baseline,
     Controller,
+    imitate,
     make_optimizer,
     optimizer_from_flat,
     optimizer_to_flat,
@@ -149,6 +150,22 @@ def test_bias_towards_makes_manual_designs_likelier() -> None:
     favoured = sorted({g[0] for g in manual})
     assert sorted(first.topk(len(favoured)).indices.tolist()) == favoured
     assert float(first.min()) > 0.02  # the tanh bound keeps every option reachable
+
+
+def test_imitation_learns_a_front_member_per_target() -> None:
+    """Imitating one genotype at target 0 and another at target 1, in turns (as the F sweep
+    does), makes each the likelier of the two at its own target."""
+    c = Controller(CHOICES, torch.Generator().manual_seed(0), conditioned=True)
+    small, big = (0, 1, 0, 2), (2, 3, 1, 0)
+    optimizer = make_optimizer(c, 0.01)
+    for _ in range(10):
+        last = imitate(c, optimizer, [small], steps=3, target=0.0)
+        imitate(c, optimizer, [big], steps=3, target=1.0)
+    with torch.no_grad():
+        at_0, at_1 = (c.log_prob([small, big], t)[0] for t in (0.0, 1.0))
+    assert float(at_0[0] - at_0[1]) > 5.0 and float(at_1[1] - at_1[0]) > 5.0
+    assert float(at_0[0]) > -1.0 and -1.0 < last < 0
+    assert math.isnan(imitate(c, optimizer, [], steps=3))
 
 
 def test_baseline_restarts_centred_then_moves_average() -> None:

@@ -21,6 +21,7 @@ from factory.strategies.rl import (
     CycleAnnealing,
     MnasSearch,
     RLConfig,
+    front_of,
     mnas_reward,
 )
 from targets.errors import UserError
@@ -236,6 +237,27 @@ def test_resume_continues_identically(name: str, stop: int) -> None:
     for a, b in zip(full.controller.parameters(), resumed.controller.parameters(), strict=True):
         assert torch.equal(a, b)
     assert resumed.baseline.value == full.baseline.value
+    assert resumed.archive == full.archive and len(full.archive) > stop
+
+
+def test_front_of_keeps_only_the_non_dominated() -> None:
+    scored = {(0,): (0.80, 1.0), (1,): (0.85, 2.0), (2,): (0.84, 3.0), (3,): (0.90, 3.0),
+              (4,): (0.80, 1.5), (5,): (0.90, 4.0)}  # fmt: skip
+    assert front_of(scored) == [(0,), (1,), (3,)]
+    assert front_of({}) == []
+
+
+@pytest.mark.parametrize("name", ["cycle-annealing", "mnas"])
+def test_only_cycle_annealing_imitates_its_front(name: str) -> None:
+    """Turning imitation off changes cycle annealing's samples after the first step and
+    leaves MnasNet's (the baseline, as its paper has it) untouched."""
+    off = dataclasses.replace(TINY, imitate_front=0)
+    with_it = run(name, TINY, seed=2, units=range(TINY.total_steps))[1]
+    without = run(name, off, seed=2, units=range(TINY.total_steps))[1]
+    first = TINY.samples_per_step
+    assert rows(with_it.records)[:first] == rows(without.records)[:first]
+    differs = rows(with_it.records) != rows(without.records)
+    assert differs == (name == "cycle-annealing")
 
 
 def test_a_checkpoint_from_before_conditioning_resumes_unconditioned() -> None:

@@ -108,18 +108,38 @@ def test_evolution_on_the_table_beats_random_search(table) -> None:
     assert min(hypervolumes("pnsga3")) > max(hypervolumes("random"))
 
 
+def test_cycle_annealing_imitating_its_front_beats_plain_cycle_annealing(table) -> None:
+    """At 300 queries on fpga, each of 3 seeds imitating the front (the default) scores
+    above each of 3 seeds without it (measured: 0.979-0.987 against 0.972-0.975); without
+    imitation cycle annealing samples near F's cost but not near the best models there."""
+    score = FrontScore(table, "fpga")
+
+    def hypervolumes(imitate_front: int) -> list[float]:
+        out = []
+        for seed in range(3):
+            config = SearchConfig(space="nb201", strategy="cycle-annealing", target="fpga",
+                                  benchmark="nb201", queries=300, seed=seed,
+                                  strategy_config={"imitate_front": imitate_front})  # fmt: skip
+            ctx, _, _ = search_table(resolve_tabular(config)[0], table)
+            out.append(score.of_rows(np.array([table.row(r.genotype) for r in ctx.queries])))
+        return out
+
+    assert min(hypervolumes(2)) > max(hypervolumes(0))
+
+
 def test_cycle_annealing_follows_f_over_a_whole_run(table) -> None:
     """A default 500-query run on raspi4: the mean sampled latency per anneal step tracks F
-    because the controller reads F (seeds 0-2 measured corr 0.88 / 0.85 / 0.75); without
-    `condition_on_target` the same runs measured -0.02 / 0.15 / -0.08."""
+    (seeds 0-2 measured corr 0.74 / 0.86 / 0.78). The controller reading F buys most of it:
+    with neither `condition_on_target` nor imitation the same runs measured -0.02 / 0.15 /
+    -0.08 (imitation alone: 0.61 / 0.43 / 0.55)."""
 
-    def corr(conditioned: bool) -> float:
+    def corr(settings: dict) -> float:
         config = SearchConfig(space="nb201", strategy="cycle-annealing", target="raspi4",
                               benchmark="nb201", queries=500, seed=0,
-                              strategy_config={"condition_on_target": conditioned})  # fmt: skip
+                              strategy_config=settings)  # fmt: skip
         ctx, strategy, _ = search_table(resolve_tabular(config)[0], table)
         cost = ctx.mean_cost_by_step()
         return f_cost_correlation(strategy, cost, [k for k in cost if k >= strategy.config.n_warm])
 
-    assert corr(True) >= 0.7
-    assert corr(False) < 0.3
+    assert corr({}) >= 0.7
+    assert corr({"condition_on_target": False, "imitate_front": 0}) < 0.3
