@@ -133,12 +133,7 @@ class Controller(nn.Module):
         Uses its own Adam so the REINFORCE optimiser's state is untouched; the tanh bound
         keeps the bias finite, so the controller still explores. Returns the final mean
         log-probability of `genotypes`."""
-        optimizer = torch.optim.Adam(self.parameters(), lr=lr, fused=True)
-        for _ in range(steps):
-            loss = -self.log_prob(genotypes)[0].mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        imitate(self, torch.optim.Adam(self.parameters(), lr=lr, fused=True), genotypes, steps)
         with torch.no_grad():
             return float(self.log_prob(genotypes)[0].mean())
 
