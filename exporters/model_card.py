@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporters import manifest as mf
+from exporters.deploy_choice import deploy_choices
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ def model_card(m: mf.Manifest, notes: CardNotes) -> str:
             f"| {e.runtime}, {e.threads or 'default'} thread(s), {e.measured} |"
             for e in m.latency
         ]
+        choices = deploy_choices(m)
+        if choices:
+            lines += ["", "Which file, by these measurements:", ""]
+            lines += [f"- {c.sentence()}" for c in choices]
     lines += ["", "## Run it (`pip install onnxruntime numpy`, nothing else)", "", "```python"]
     lines += [SNIPPET.rstrip("\n"), "```", ""]
     c, h, w = m.input.shape[1:4]  # (batch, C, H, W), checked by the manifest

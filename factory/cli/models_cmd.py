@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from exporters.deploy_choice import DeployChoice, deploy_choices
+from exporters.manifest import Manifest
 from factory.cli.tables import Column, print_fitted
 from factory.registry import Index, open_registry
 from factory.registry import pull as pull_model
@@ -126,10 +129,10 @@ def pull(
             progress=progress,
             force=force,
         )
-    print_pulled(pulled)
+    print_pulled(pulled, target)
 
 
-def print_pulled(pulled: PulledModel) -> None:
+def print_pulled(pulled: PulledModel, target: str | None = None) -> None:
     bundle = pulled.bundle
     how = "downloaded" if bundle.downloaded else "already in the cache"
     how = "exported here" if bundle.exported else how
@@ -145,6 +148,18 @@ def print_pulled(pulled: PulledModel) -> None:
         )
     if pulled.copy is not None:
         typer.echo(f"copied to {pulled.copy}")
+    for choice in _deploy_choices(bundle.manifest.data, target):
+        typer.echo(choice.sentence())
+
+
+def _deploy_choices(manifest: Mapping[str, Any], target: str | None) -> list[DeployChoice]:
+    """Which file to deploy, from a verified bundle's manifest; nothing for a manifest this
+    exporter's schema does not read (a registry holds what others published, and the pull
+    itself succeeded: advice is not worth failing it)."""
+    try:
+        return deploy_choices(Manifest.from_dict(manifest), target)
+    except UserError:
+        return []
 
 
 def models_json(location: str, index: Index) -> dict:

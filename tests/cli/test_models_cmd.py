@@ -16,6 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from exporters.manifest import Manifest
 from factory.cli import models_cmd
 from factory.cli.errors import UserErrorGroup
 from factory.registry.index import blob_relpath
@@ -99,6 +100,24 @@ def test_default_registry_is_env_then_shipped(registry: Path, monkeypatch) -> No
     assert json.loads(invoke("models", "--json").output)["registry"] == str(registry)
     result = invoke("pull", "small")
     assert result.exit_code == 0, result.output
+
+
+def test_pull_says_which_shipped_file_to_deploy() -> None:
+    index = json.loads(invoke("models", "--json").output)
+    name = index["models"][0]["name"]
+    result = invoke("pull", name, "--target", "x86-cpu")
+    assert result.exit_code == 0, result.output
+    bundle = Path(result.output.split(": ", 1)[1].split(" (", 1)[0])
+    m = Manifest.from_dict(json.loads((bundle / "manifest.json").read_text()))
+    medians = {e.artifact: e.median_ms for e in m.latency if e.target == "x86-cpu"}
+    assert len(medians) == 2
+    advice = [line for line in result.output.splitlines() if "deploy" in line]
+    assert len(advice) == 1 and advice[0].startswith("x86-cpu, batch 1: deploy model.")
+    for artifact, ms in medians.items():  # the chosen file, then the other
+        assert any(f"{artifact} {form}" in advice[0] for form in (f"({ms:.3f} ms", f"{ms:.3f} ms"))
+    # a target with no measurements gets no advice
+    result = invoke("pull", name, "--target", "raspberry-pi-4")
+    assert result.exit_code == 0 and "deploy" not in result.output
 
 
 def test_pull_over_http_then_onnxruntime(registry: Path, tmp_path: Path) -> None:

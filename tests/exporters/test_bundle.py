@@ -152,6 +152,8 @@ def test_model_card_snippet_runs_with_only_onnxruntime_and_numpy(
 ) -> None:
     card = (bundle.path / "README.md").read_text()
     assert "| model.int8.onnx |" in card and "calibrated on 500 training images" in card
+    assert "Which file, by these measurements:" in card  # exporters/deploy_choice.py
+    assert "- x86-cpu, batch 1: deploy model." in card
     code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     assert len(code.strip().splitlines()) <= 10
     (tmp_path / "run.py").write_text(code)
