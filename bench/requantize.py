@@ -45,6 +45,9 @@ def card_notes(old_card: str):
 
 def requantize(bundle: Path, out: Path, data, settings) -> None:
     """`bundle` as a new patch version in `out`: new INT8 file, figures, manifest and card."""
+    import onnx
+    import onnxruntime as ort
+
     from exporters import manifest as mf
     from exporters.bundle import measure_latency
     from exporters.int8 import onnx_accuracy, quantize_int8
@@ -67,9 +70,12 @@ def requantize(bundle: Path, out: Path, data, settings) -> None:
                     for n in (FP32, INT8))  # fmt: skip
     for e in latency:
         print(f"  {e.artifact}: {e.median_ms:.3f} ms median on {e.device}", flush=True)
+    # model.onnx and its torch stay the old export's; the INT8 file and every figure come from
+    # this onnx and onnxruntime (its quantizer, its sessions)
+    tools = dataclasses.replace(old.tools, onnx=onnx.__version__, onnxruntime=ort.__version__)
     draft = dataclasses.replace(
         old, version=patch_bump(old.version), created=mf.utc_now(), metrics=metrics,
-        latency=latency, files=(),
+        latency=latency, files=(), tools=tools,
     )  # fmt: skip
     notes = dataclasses.replace(card_notes((bundle / CARD).read_text()), calib_images=calib_images)
     (out / CARD).write_text(model_card(draft, notes))
