@@ -144,6 +144,8 @@ def ranking() -> list[Row]:
     measured = (
         f"tau {s['kendall_tau']:.3f}, rho {s['spearman_rho']:.3f}, top-5 {s['top5_overlap']:.0%}"
     )
+    if d.get("stats_one_shot") and d.get("rescore"):  # what the final rescoring buys
+        measured += f" rescored (one-shot: tau {d['stats_one_shot']['kendall_tau']:.3f})"
     if d.get("repeat"):  # the standalone recipe against itself: how far the yardstick reaches
         measured += (
             f"; two trainings alone agree at tau {d['repeat']['seed_vs_seed']['kendall_tau']:.3f}"

@@ -43,29 +43,33 @@ def choose(space, count: int, seed: int) -> dict[str, tuple[int, ...]]:
     return chosen
 
 
-def supernet_scores(run: Path, archs: dict[str, tuple[int, ...]]) -> dict[str, float]:
-    """Accuracy of each architecture as the run's search scored candidates at its end."""
+def supernet_scores(run: Path, archs: dict[str, tuple[int, ...]], finetuned: bool) -> dict:
+    """Accuracy of each architecture as the run's search scored candidates at its end: with
+    its scorer, splits and final weights; `finetuned`: as its final rescoring does (each
+    path trained `rescore_steps` batches on its own first)."""
     import torch
 
-    from factory.data import iterate_batches
     from factory.search.checkpoint import load_checkpoint
-    from factory.supernet import evaluate_genotype
-    from factory.trained import open_run
+    from factory.search.resolve import load_run_config
+    from factory.search.rundir import load_data
+    from factory.search.scoring import EvalSettings, Scorer
+    from factory.spaces import get_space
 
-    opened = open_run(run)
-    config, space = opened.config, opened.space
-    supernet = space.supernet()
+    config = load_run_config(run)
+    data = load_data(config)
+    space = get_space(config.space, data.info.input_spec(), config.space_options)
+    supernet = space.supernet().to(memory_format=torch.channels_last)
     supernet.load_state_dict(load_checkpoint(run).tensors["supernet"])
-    val = opened.data.val
-    if config.val_size:
-        val = val.subset(torch.arange(min(config.val_size, len(val))))
-    return {
-        name: evaluate_genotype(
-            supernet, g, iterate_batches(val, 500), iterate_batches(opened.data.train, 128),
-            config.calib_steps,
-        )
-        for name, g in archs.items()
-    }  # fmt: skip
+    settings = EvalSettings(
+        batch_size=config.batch_size,
+        calib_steps=config.calib_steps,
+        val_size=config.val_size,
+        finetune_steps=config.rescore_steps,
+    )
+    scorer = Scorer.of(space, config.space_options, data.train, data.val, settings)
+    scorer = scorer.finetuned(data.train) if finetuned else scorer
+    cpu = torch.device("cpu")
+    return {name: scorer.score(supernet, g, cpu) for name, g in archs.items()}  # fmt: skip
 
 
 def train_one(job: tuple[str, str, list[int], dict]) -> tuple[str, float, float]:
@@ -118,6 +122,31 @@ def train_cached(cache: Path, run: Path, archs: dict, opts: dict, workers: int) 
     return done["models"]
 
 
+def reuse(page: Path, run: Path, archs: dict, labels: dict, opts: dict, repeat: int | None) -> dict:
+    """Seed RUN/ranking's caches with an earlier page's trained-alone accuracies: only for
+    the same recipe (threads and device aside) and only architectures the page lists by
+    the same genotype (`archs`: name -> genotype text)."""
+    old = json.loads(page.read_text())
+    same = ("epochs", "train_images", "seed")
+    if any(old["recipe"][k] != opts[k] for k in same):
+        raise SystemExit(f"{page}: recipe {old['recipe']} is not this bench's {opts}")
+    by_name = {r["name"]: r for r in old["rows"]}
+    found = {n: by_name[labels[n]] for n, text in archs.items()
+             if labels[n] in by_name and by_name[labels[n]]["genotype"] == text}  # fmt: skip
+    seeds = [("standalone", "standalone.json", opts["seed"])]
+    if repeat is not None and (old.get("repeat") or {}).get("seed") == repeat:
+        seeds.append(("standalone_repeat", f"standalone_seed{repeat}.json", repeat))
+    for column, cache, seed in seeds:
+        models = {n: {"accuracy": r[column], "seconds": None, "from": str(page)}
+                  for n, r in found.items()}  # fmt: skip
+        recipe = json.dumps(opts | {"seed": seed}, sort_keys=True)
+        (run / "ranking").mkdir(exist_ok=True)
+        (run / "ranking" / cache).write_text(json.dumps({"recipe": recipe, "models": models}))
+    print(f"reused {len(found)} of {len(archs)} trained-alone results from {page}", flush=True)
+    return {"date": old["date"], "command": old["command"], "run": old["run"],
+            "machine": old["machine"], "reused": len(found)}  # fmt: skip
+
+
 def fidelity(a: list[float], b: list[float], top: int = 5) -> dict[str, float]:
     """Kendall tau-b, Spearman rho and top-k overlap of two scorings of the same models."""
     import numpy as np
@@ -166,6 +195,14 @@ def main() -> None:
         help="train every architecture again with this seed: the tau between the two "
         "trainings shows how much of the disagreement is the short training's own noise",
     )
+    parser.add_argument(
+        "--reuse-standalone",
+        type=Path,
+        metavar="PAGE_JSON",
+        help="take the trained-alone accuracies from an earlier page's JSON (docs/"
+        "ranking_SPACE.json) where its recipe and architectures are this run's: the "
+        "yardstick does not depend on the run, and training it again costs ~30 min a seed",
+    )
     args = parser.parse_args()
 
     from machine import describe_machine
@@ -173,19 +210,27 @@ def main() -> None:
     from factory.trained import open_run
 
     space = open_run(args.run).space
+    run_config = json.loads((args.run / "config.json").read_text())
     archs = choose(space, args.archs, args.seed)
     names = {space.arch_id(g): n for n, g in space.manual().items()}
     labels = {n: names.get(n, n) for n in archs}
-    sup = supernet_scores(args.run, archs)
+    one_shot = supernet_scores(args.run, archs, finetuned=False)
+    rescoring = run_config.get("rescore", 0) > 0
+    decides = supernet_scores(args.run, archs, finetuned=True) if rescoring else one_shot
     opts = {"epochs": args.epochs, "train_images": args.train_images, "seed": args.seed,
             "threads": args.threads, "device": args.device}  # fmt: skip
+    reused = None
+    if args.reuse_standalone is not None:
+        texts = {n: space.format(g) for n, g in archs.items()}
+        reused = reuse(args.reuse_standalone, args.run, texts, labels, opts, args.repeat_seed)
     alone = standalone_scores(args.run, archs, opts, args.workers)
     rows = [
         {"name": labels[n], "genotype": space.format(g), "manual": n in space.manual(),
-         "supernet": sup[n], "standalone": alone[n]}
+         "supernet": decides[n], "one_shot": one_shot[n], "standalone": alone[n]}
         for n, g in archs.items()
     ]  # fmt: skip
     stats = fidelity([r["supernet"] for r in rows], [r["standalone"] for r in rows])
+    stats_one_shot = fidelity([r["one_shot"] for r in rows], [r["standalone"] for r in rows])
     repeat = None
     if args.repeat_seed is not None:
         cache = f"standalone_seed{args.repeat_seed}.json"
@@ -198,8 +243,9 @@ def main() -> None:
             "seed": args.repeat_seed,
             "seed_vs_seed": fidelity([r["standalone"] for r in rows], list(again.values())),
             "supernet_vs_mean": fidelity([r["supernet"] for r in rows], both),
+            "one_shot_vs_mean": fidelity([r["one_shot"] for r in rows], both),
         }
-    config = json.loads((args.run / "config.json").read_text())
+    config = run_config
     result = {
         "command": " ".join(["python", *sys.argv]),
         "date": dt.date.today().isoformat(),
@@ -211,7 +257,15 @@ def main() -> None:
             for k in ("strategy", "preset", "train_size", "val_size", "space_options")
         },
         "recipe": opts,
+        "standalone_from": reused,
+        "rescore": {
+            "candidates": run_config.get("rescore", 0),
+            "steps": run_config.get("rescore_steps"),
+        }
+        if rescoring
+        else None,
         "stats": stats,
+        "stats_one_shot": stats_one_shot,
         "repeat": repeat,
         "rows": rows,
     }
@@ -232,32 +286,65 @@ def render(result: dict, stem: str) -> str:
         "Do not edit by hand.",
         "",
         f"Supernet accuracy: the final shared weights of run `{result['run']}` "
-        f"({result['search']}), scored as the search scores candidates. Trained alone: "
-        f"{r['epochs']:g} epoch(s) of `factory train`'s recipe on the first "
+        f"({result['search']}), scored as the search scores candidates"
+        + (
+            f": **rescored**, as the search's final rescoring decides its front (each path "
+            f"first trains {result['rescore']['steps']} batches on its own from the shared "
+            "weights, `factory search --rescore`), and one-shot, as the search narrows its "
+            "candidates down to those it rescores"
+            if result.get("rescore")
+            else ""
+        )
+        + f". Trained alone: {r['epochs']:g} epoch(s) of `factory train`'s recipe on the first "
         f"{r['train_images']} training images, seed {r['seed']}, tested on the 10,000 test "
-        "images.",
+        "images."
+        + (
+            f" The trained-alone accuracies of {u['reused']} architectures are those the "
+            f"bench measured on {u['date']} ({u['machine']}; `{u['command']}`): the same "
+            "architectures and recipe, and the yardstick does not depend on the run."
+            if (u := result.get("standalone_from"))
+            else ""
+        ),
         "",
         f"**Kendall tau {s['kendall_tau']:.3f}, Spearman rho {s['spearman_rho']:.3f}, "
         f"top-5 overlap {s['top5_overlap']:.0%}** over {len(result['rows'])} architectures "
-        "(goal: tau >= 0.6).",
+        "(goal: tau >= 0.6)" + (" with the rescored accuracies." if result.get("rescore") else "."),
         "",
+        *_one_shot_lines(result),
         *_repeat_lines(result.get("repeat"), r["seed"]),
         f"![supernet vs standalone]({stem}.png)",
         "",
     ]
     again = result.get("repeat") is not None
+    both = result.get("rescore") is not None
     lines += [
-        "| architecture | supernet acc | trained alone"
+        "| architecture | "
+        + ("one-shot | rescored" if both else "supernet acc")
+        + " | trained alone"
         + (f" | seed {result['repeat']['seed']} |" if again else " |"),
-        "|---|---:|---:|" + ("---:|" if again else ""),
+        "|---|---:|---:|" + ("---:|" if both else "") + ("---:|" if again else ""),
     ]
     for row in sorted(result["rows"], key=lambda x: -x["standalone"]):
-        extra = f" {100 * row['standalone_repeat']:.2f} % |" if again else ""
-        lines.append(
-            f"| {row['name']} | {100 * row['supernet']:.1f} % | {100 * row['standalone']:.2f} % |"
-            + extra
-        )
+        cells = [row["name"], *([f"{100 * row['one_shot']:.1f} %"] if both else []),
+                 f"{100 * row['supernet']:.1f} %", f"{100 * row['standalone']:.2f} %",
+                 *([f"{100 * row['standalone_repeat']:.2f} %"] if again else [])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([*lines, ""])
+
+
+def _one_shot_lines(result: dict) -> list[str]:
+    """The one-shot scores' fidelity, beside the rescored ones'."""
+    if not result.get("rescore"):
+        return []
+    o = result["stats_one_shot"]
+    mean = (result.get("repeat") or {}).get("one_shot_vs_mean")
+    return [
+        f"One-shot scores (no fine-tuning) of the same weights: Kendall tau "
+        f"{o['kendall_tau']:.3f}, Spearman rho {o['spearman_rho']:.3f}, top-5 overlap "
+        f"{o['top5_overlap']:.0%}"
+        + (f"; against the mean of both trainings tau {mean['kendall_tau']:.3f}." if mean else "."),
+        "",
+    ]
 
 
 def _repeat_lines(repeat: dict | None, seed: int) -> list[str]:

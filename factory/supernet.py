@@ -8,6 +8,8 @@ weights, recalibrates BatchNorm statistics for the chosen path on a few training
 
 from __future__ import annotations
 
+import copy
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -185,6 +187,30 @@ def accuracy(
         correct += int((model(x).argmax(1) == y).sum())
         seen += len(y)
     return correct / max(seen, 1)
+
+
+def finetune_path(
+    supernet: Supernet,
+    g: Genotype,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    lr: float,
+) -> Supernet:
+    """A copy of `supernet` whose path g trained `steps` more batches on its own.
+
+    Why: one-shot scores rank architectures barely better than chance after a CPU-sized
+    supernet training (Kendall tau 0.07-0.20 against training alone); 50 steps on the path
+    alone, from the shared weights, lift it to about 0.5 (docs/ranking_mobilenet.md). The
+    shared weights are left untouched."""
+    net = copy.deepcopy(supernet)
+    net.train()
+    optimizer = make_optimizer(net, SupernetTrainConfig(lr=lr))
+    for x, y in itertools.islice(batches, steps):
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(net(x, g), y).backward()
+        nn.utils.clip_grad_norm_(net.parameters(), SupernetTrainConfig.grad_clip)
+        optimizer.step()
+    return net
 
 
 def evaluate_genotype(

@@ -19,6 +19,7 @@ TINY: dict[str, Any] = dict(
     batch_size=64,
     calib_steps=1,
     refine=0,  # tests/search/test_refine.py runs it
+    rescore=0,  # tests/search/test_rescore.py runs it
 )
 
 

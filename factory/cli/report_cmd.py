@@ -84,6 +84,13 @@ def front_notes(doc: dict) -> list[str]:
             f"{100 * dropped['threshold']:.1f} % ({dropped['from_front']} would have been on "
             f"the front): {dropped['rule']}"
         )
+    rescore = doc.get("rescore") or {}
+    if rescore.get("candidates"):
+        lines.append(
+            f"front chosen among {rescore['candidates']} candidates rescored after "
+            f"{rescore['steps']} fine-tuning steps each (one-shot scores narrowed them down; "
+            "the manual architectures were rescored alike)"
+        )
     final = doc.get("latency_final")
     if final and "skipped" in final:
         if "latency_ms" in doc["objectives"]:

@@ -108,6 +108,19 @@ def search(
             "final weights (no training; 0: none).",
         ),
     ] = 12,
+    rescore: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Then the N best candidates by one-shot score and the manual architectures "
+            "are each fine-tuned briefly on their own from the final weights and scored "
+            "again; these scores choose the front (one-shot scores rank barely better than "
+            "chance on a CPU budget; see docs/ranking_mobilenet.md). 0: no rescoring.",
+        ),
+    ] = 8,
+    rescore_steps: Annotated[
+        int, typer.Option(min=1, help="Training batches per rescored candidate.")
+    ] = 50,
     seed: Annotated[int, typer.Option(help="Seed of every random choice of the run.")] = 0,
     out: Annotated[
         Path | None,
@@ -219,6 +232,8 @@ def search(
         given = {n for n in ctx.params if _given(ctx, n)}
         if "refine" in given:
             fail("--refine refines a training search's front; a tabular search spends --queries")
+        if given & {"rescore", "rescore_steps"}:
+            fail("--rescore fine-tunes a training search's candidates; a tabular one has none")
         tabular = _run_tabular_cli(
             space if "space" in given else "nb201", strategy,
             target if "target" in given else "", benchmark, queries, seed, init,
@@ -249,6 +264,8 @@ def search(
         "f_min": f_min,
         "f_max": f_max,
         "refine": refine,
+        "rescore": rescore,
+        "rescore_steps": rescore_steps,
         **split_settings(parse_settings(settings or [])),
     }
     if resume is not None:
@@ -315,6 +332,7 @@ def _run_tabular_cli(
     config = SearchConfig(
         space=space, strategy=strategy, target=target, seed=seed, init=tuple(init or ()),
         units=units, f_min=f_min, f_max=f_max, benchmark=benchmark, queries=queries, refine=0,
+        rescore=0,
         **split_settings(parse_settings(settings or [])),
     )  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M%S")

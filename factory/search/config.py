@@ -48,6 +48,10 @@ class SearchConfig:
     # a training search's evaluations after the last unit on cheaper neighbours of the
     # front, in its cost gaps (refine.py); a tabular search spends its --queries instead
     refine: int = 12
+    # then the best candidates by one-shot score, fine-tuned briefly each and scored again,
+    # decide the front (rescore.py); 0: the one-shot scores decide
+    rescore: int = 8
+    rescore_steps: int = 50  # training batches per rescored candidate
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

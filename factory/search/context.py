@@ -79,6 +79,7 @@ class RunContext:
         self.scorer = Scorer.of(space, space_options or {}, data.train, data.val, settings)
         self._version, self._previous_key = 0, ""  # names of the weights for the executor
         self.cheap_scorer = self.scorer.cheapened()
+        self.finetune_scorer = self.scorer.finetuned(data.train)
         self.signals: StopSignals | None = None  # set by the runner while its loop runs
         self.journal = UnitJournal()  # what the current unit has done
         self.resumed = UnitJournal()  # what it had done before a resume (skipped)
@@ -127,13 +128,17 @@ class RunContext:
         weights: Weights = "current",
         record: bool = True,
         cheap: bool = False,
+        finetuned: bool = False,
     ) -> list[Record]:
+        """Score and (unless `record` is off) record `genotypes` with the shared weights:
+        `cheap` on one batch for a controller's inner updates, `finetuned` after a short
+        training of each path on its own (the final rescoring, rescore.py)."""
         record = record and not cheap
         if self.dist is not None:
             return self.dist.from_main(
-                lambda: self._evaluate(genotypes, phase, step, weights, record, cheap)
+                lambda: self._evaluate(genotypes, phase, step, weights, record, cheap, finetuned)
             )
-        return self._evaluate(genotypes, phase, step, weights, record, cheap)
+        return self._evaluate(genotypes, phase, step, weights, record, cheap, finetuned)
 
     def snapshot_weights(self) -> None:
         with self._deferred():
@@ -204,6 +209,7 @@ class RunContext:
         weights: Weights,
         record: bool,
         cheap: bool = False,
+        finetuned: bool = False,
     ) -> list[Record]:
         net = self.supernet if weights == "current" else self.previous
         if net is None:
@@ -229,7 +235,8 @@ class RunContext:
         task = bar.add_task(f"evaluate ({phase})", total=len(todo), status="") if bar else None
         try:
             with self._deferred():
-                scores = self.executor.score(self.scorer, net, key, new)
+                scorer = self.finetune_scorer if finetuned else self.scorer
+                scores = self.executor.score(scorer, net, key, new)
                 for j, i in enumerate(todo):  # recorded in order, each as soon as it is known
                     self._check()  # a safe point: every evaluation so far is in the database
                     rec = self._record(genotypes[i], self._score(scores, j), phase, step, record)

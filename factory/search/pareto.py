@@ -20,6 +20,7 @@ from targets.atomic import write_atomic
 if TYPE_CHECKING:
     from factory.search.remeasure import FinalLatencies
 
+RESCORE = "rescore"  # the phase of the final rescoring's records (rescore.py)
 UNITS = {"accuracy": "fraction", "latency_ms": "ms", "macs": "multiply-adds", "params": "count"}
 
 
@@ -30,6 +31,14 @@ def latest_per_arch(records: Sequence[Record]) -> list[Record]:
     for r in records:
         latest[r.arch_id] = r
     return list(latest.values())
+
+
+def comparable(records: Sequence[Record]) -> list[Record]:
+    """The records whose accuracies compare with each other: the rescored ones once a run
+    has any (a fine-tuned score is several points above a one-shot score of the same
+    network, rescore.py), else all."""
+    rescored = [r for r in records if r.phase == RESCORE]
+    return rescored or list(records)
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ def pareto_front(
 ) -> list[Record]:
     """Non-dominated architectures, sorted by the first cost (then accuracy); with a floor,
     only among those whose accuracy is clearly above chance."""
-    candidates = latest_per_arch(records)
+    candidates = latest_per_arch(comparable(records))
     if floor is not None:
         candidates = [r for r in candidates if floor.keeps(r)]
     if not candidates:
@@ -177,14 +186,15 @@ def plot_front(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    everyone = latest_per_arch(records)
+    everyone = latest_per_arch(comparable(records))  # one scale: one-shot or rescored
+    rescored = any(r.phase == RESCORE for r in everyone)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.scatter(
         [r.value(cost) for r in everyone],
         [100 * r.value("accuracy") for r in everyone],
         s=12,
         c="0.75",
-        label=f"evaluated ({len(everyone)})",
+        label=f"{'rescored' if rescored else 'evaluated'} ({len(everyone)})",
     )
     xs = np.array([r.value(cost) for r in front])
     ys = np.array([100 * r.value("accuracy") for r in front])

@@ -43,6 +43,7 @@ from factory.search.interrupt import (
 from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
 from factory.search.refine import REFINE, gap_neighbours
 from factory.search.remeasure import remeasure
+from factory.search.rescore import RESCORE, rescore_pool
 from factory.search.resolve import config_tuples, resolve
 from factory.search.rundir import (
     RunResult,
@@ -119,6 +120,7 @@ class _Run:
                 batch_size=config.batch_size,
                 calib_steps=config.calib_steps,
                 val_size=config.val_size,
+                finetune_steps=rescore_steps(config, len(self.data.train)),
             ),
             costs=costs,
             store=store,
@@ -218,7 +220,10 @@ class _Run:
     def references(self) -> dict[str, Record]:
         """The manual architectures scored with the final weights (not recorded)."""
         manual = self.space.manual()
-        done = self.ctx.evaluate(list(manual.values()), "reference", -1, record=False)
+        finetuned = self.config.rescore > 0  # scored as the front was chosen
+        done = self.ctx.evaluate(
+            list(manual.values()), "reference", -1, record=False, finetuned=finetuned
+        )
         return dict(zip(manual, done, strict=True))
 
 
@@ -332,6 +337,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         try:
             with make_progress(disable=quiet) as run.ctx.progress:
                 _refine(run, floor, unit)  # a run continued after --time refines anew
+                _rescore(run, floor, unit)
                 refs = run.references()
         except (KeyboardInterrupt, Terminated) as exc:
             stopped = stop_reason(exc)
@@ -346,6 +352,11 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         "stopped": stopped,
         "floor": {"num_classes": floor.num_classes, "val_images": floor.val_images},
         "latency_objective": run.ctx.costs.describe_latency(),
+        "rescore": {
+            "candidates": sum(r.phase == RESCORE for r in records),
+            "steps": run.ctx.settings.finetune_steps,
+            "lr": run.ctx.settings.finetune_lr,
+        },
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     try:
@@ -364,7 +375,7 @@ def _refine(run: _Run, floor: ChanceFloor, step: int) -> None:
     draws the same ones and replays those already scored."""
     if run.config.refine <= 0 or run.store is None:
         return
-    records = [r for r in run.store.records() if r.phase != REFINE]
+    records = [r for r in run.store.records() if r.phase not in (REFINE, RESCORE)]
     cost = run.config.cost
     front = [
         (r.genotype, r.value(cost)) for r in pareto_front(records, run.config.objectives, floor)
@@ -376,6 +387,25 @@ def _refine(run: _Run, floor: ChanceFloor, step: int) -> None:
     todo = gap_neighbours(run.space, front, macs, seen, run.config.refine, rng)
     if todo:
         run.ctx.evaluate(todo, REFINE, step)
+
+
+def _rescore(run: _Run, floor: ChanceFloor, step: int) -> None:
+    """The best `config.rescore` candidates by one-shot score, each fine-tuned briefly on its
+    own from the final weights and scored again (rescore.py), recorded as phase 'rescore'
+    at `step`; the front is then chosen among these alone. A resumed run picks the same
+    candidates and replays those already scored."""
+    if run.config.rescore <= 0 or run.store is None:
+        return
+    pool = rescore_pool(run.store.records(), run.config.objectives, floor, run.config.rescore)
+    if pool:
+        run.ctx.evaluate([r.genotype for r in pool], RESCORE, step, finetuned=True)
+
+
+def rescore_steps(config: SearchConfig, train_images: int) -> int:
+    """`config.rescore_steps`, but at most one pass over the search's training images: a
+    candidate never trains on more than the supernet saw in an epoch (a tiny search, e.g.
+    a test's, fine-tunes a few batches instead of 50)."""
+    return max(1, min(config.rescore_steps, train_images // config.batch_size))
 
 
 def _write(

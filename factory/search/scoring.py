@@ -13,7 +13,9 @@ import torch
 
 from factory.data import Split, iterate_batches
 from factory.spaces.base import Genotype, InputSpec, SearchSpace, Supernet
-from factory.supernet import evaluate_genotype
+from factory.supernet import evaluate_genotype, finetune_path
+
+FINETUNE_SEED = 0  # one batch order for every candidate's fine-tuning: a fair comparison
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class EvalSettings:
     # batch (ENAS scores its controller samples on one validation minibatch)
     cheap_val_size: int = 128
     cheap_calib_steps: int = 1
+    # `evaluate(finetuned=True)`, the final rescoring (rescore.py): each candidate's path
+    # first trains this many batches on its own, from a copy of the shared weights
+    finetune_steps: int = 50
+    finetune_lr: float = 0.05  # the supernet's own; 0.02 ranked a little worse (docs/search.md)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Scorer:
     calib: Split  # the first calib_steps x calib_batch_size training images
     settings: EvalSettings
     options: dict[str, str] = field(default_factory=dict)
+    tune: Split | None = None  # set by `finetuned`: the images a path trains on first
 
     @classmethod
     def of(
@@ -59,6 +66,11 @@ class Scorer:
         val = self.val.subset(torch.arange(min(s.cheap_val_size, len(self.val))))
         return replace(self, val=val, settings=replace(s, calib_steps=s.cheap_calib_steps))
 
+    def finetuned(self, train: Split) -> Scorer:
+        """The scorer of the final rescoring: every candidate's path first trains
+        `finetune_steps` batches of `train` on its own (the same batches for every one)."""
+        return replace(self, tune=train)
+
     def build_supernet(self) -> Supernet:
         """A fresh supernet of the space, laid out as the run's (channels-last)."""
         from factory.spaces import get_space
@@ -67,8 +79,13 @@ class Scorer:
         return net.to(memory_format=torch.channels_last)
 
     def score(self, net: Supernet, g: Genotype, device: torch.device) -> float:
-        """Accuracy in [0, 1]; recalibrates (so changes) `net`'s BatchNorm statistics."""
+        """Accuracy in [0, 1]; recalibrates (so changes) `net`'s BatchNorm statistics.
+        A fine-tuning scorer trains and scores a copy; `net`'s weights stay as they were."""
         s = self.settings
+        if self.tune is not None and s.finetune_steps > 0:
+            order = torch.Generator().manual_seed(FINETUNE_SEED)
+            batches = _endless(self.tune, s.batch_size, order)
+            net = finetune_path(net, g, prepared(device, batches), s.finetune_steps, s.finetune_lr)
         return evaluate_genotype(
             net,
             g,
@@ -96,3 +113,14 @@ def prepared(
     for x, y in batches:
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         yield x, y.to(device, non_blocking=True)
+
+
+def _endless(
+    split: Split, batch_size: int, order: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled batches of `split`, pass after pass (full ones where the split allows)."""
+    if len(split) == 0:
+        raise ValueError("no images to fine-tune on")
+    full = len(split) >= batch_size
+    while True:
+        yield from iterate_batches(split, batch_size, shuffle=True, generator=order, drop_last=full)

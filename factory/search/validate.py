@@ -33,6 +33,10 @@ def check_run_options(config: SearchConfig) -> None:
         raise UserError("--time must be longer than 0 s, e.g. --time 20m")
     if config.refine < 0:
         raise UserError(f"--refine must be >= 0 (0: no refinement), got {config.refine}")
+    if config.rescore < 0:
+        raise UserError(f"--rescore must be >= 0 (0: no rescoring), got {config.rescore}")
+    if config.rescore_steps < 1:
+        raise UserError(f"--rescore-steps must be >= 1, got {config.rescore_steps}")
     lo, hi = config.f_min, config.f_max
     if lo is not None and hi is not None and not lo < hi:
         raise UserError(f"--f-min ({lo:g}) must be below --f-max ({hi:g})")
