@@ -108,6 +108,12 @@ def test_ctrl_c_in_refinement_resumes_to_the_same_records(
 ) -> None:
     config = _refining_config()
     run_search(config, tmp_path / "reference", quiet=True)
+    with RunStore(tmp_path / "reference") as store:
+        if not any(r.phase == REFINE for r in store.records()):
+            # the most accurate of the 12 candidates was also the cheapest (about 1 in 12
+            # when their order is random): a front of one member has no gap to refine, so
+            # there is no refinement to interrupt (seen once in the whole suite, 2026-12-07)
+            pytest.skip("the tiny run's front has one member: nothing to refine")
     first_scored = SignalAtAdvance(f"evaluate ({REFINE})", 1)
     monkeypatch.setattr(runner, "make_progress", lambda disable: first_scored)
     stopped = run_search(config, tmp_path / "run", quiet=True)
