@@ -31,3 +31,26 @@ class SignalAtAdvance(Progress):
             self.advances += 1
             if self.advances == self.at:
                 os.kill(os.getpid(), signal.SIGINT)
+
+
+def assert_ctrl_c_in_phase_resumes(config: Any, phase: str, runs: Any, monkeypatch: Any) -> None:
+    """Ctrl-C at the first scored candidate of `phase` stops a run of `config` in
+    `runs / "run"` with exactly that one recorded; --resume then ends on the records of the
+    uninterrupted run already in `runs / "reference"`."""
+    from factory.search import runner
+    from factory.search.store import RunStore
+
+    first = SignalAtAdvance(f"evaluate ({phase})", 1)
+    monkeypatch.setattr(runner, "make_progress", lambda disable: first)
+    stopped = runner.run_search(config, runs / "run", quiet=True)
+    monkeypatch.undo()
+    assert stopped.stopped == "interrupted"
+    with RunStore(runs / "run") as store:
+        assert sum(r.phase == phase for r in store.records()) == 1
+    assert runner.run_search(config, runs / "run", resume=True, quiet=True).stopped is None
+
+    def scored(name: str) -> list[tuple[Any, ...]]:
+        with RunStore(runs / name) as store:
+            return [(r.arch_id, r.phase, r.step, r.objectives) for r in store.records()]
+
+    assert scored("run") == scored("reference")

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from factory.search import runner
 from factory.search.config import SearchConfig
 from factory.search.refine import REFINE, gap_neighbours, neighbours, quotas
 from factory.search.runner import run_search
@@ -18,7 +16,7 @@ from factory.search.store import RunStore
 from factory.spaces import get_space
 from profilers.flops import count_costs
 from targets.errors import UserError
-from tests.search.signal_progress import SignalAtAdvance
+from tests.search.signal_progress import assert_ctrl_c_in_phase_resumes
 from tests.tiny_run import FMNIST, TINY
 
 
@@ -114,18 +112,4 @@ def test_ctrl_c_in_refinement_resumes_to_the_same_records(
             # when their order is random): a front of one member has no gap to refine, so
             # there is no refinement to interrupt (seen once in the whole suite, 2026-12-07)
             pytest.skip("the tiny run's front has one member: nothing to refine")
-    first_scored = SignalAtAdvance(f"evaluate ({REFINE})", 1)
-    monkeypatch.setattr(runner, "make_progress", lambda disable: first_scored)
-    stopped = run_search(config, tmp_path / "run", quiet=True)
-    monkeypatch.undo()
-    assert stopped.stopped == "interrupted"
-    with RunStore(tmp_path / "run") as store:
-        assert sum(r.phase == REFINE for r in store.records()) == 1
-    resumed = run_search(config, tmp_path / "run", resume=True, quiet=True)
-    assert resumed.stopped is None
-
-    def scored(run: Path) -> list[tuple[Any, ...]]:
-        with RunStore(run) as store:
-            return [(r.arch_id, r.phase, r.step, r.objectives) for r in store.records()]
-
-    assert scored(tmp_path / "run") == scored(tmp_path / "reference")
+    assert_ctrl_c_in_phase_resumes(config, REFINE, tmp_path, monkeypatch)

@@ -7,14 +7,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from factory.data import iterate_batches, load_dataset
-from factory.search import runner
 from factory.search.config import SearchConfig
 from factory.search.pareto import ChanceFloor, pareto_front
 from factory.search.rescore import RESCORE, rescore_pool
@@ -22,11 +20,11 @@ from factory.search.resolve import resolve
 from factory.search.runner import rescore_steps, run_search
 from factory.search.store import RunStore
 from factory.spaces import get_space
-from factory.supernet import accuracy, finetune_path, train_epoch
+from factory.supernet import SupernetTrainConfig, accuracy, finetune_path, train_epoch
 from factory.supernet import make_optimizer as supernet_optimizer
 from targets.errors import UserError
 from tests.search.records import OBJECTIVES, records
-from tests.search.signal_progress import SignalAtAdvance
+from tests.search.signal_progress import assert_ctrl_c_in_phase_resumes
 from tests.tiny_run import FMNIST, TINY
 
 FLOOR = ChanceFloor(num_classes=10, val_images=5000)  # threshold 0.15
@@ -68,8 +66,8 @@ def test_finetuning_trains_a_copy_of_the_path() -> None:
     train = data.train.subset(torch.arange(512))
     supernet = space.supernet()
     rng = np.random.default_rng(0)
-    opt = supernet_optimizer(supernet, runner.SupernetTrainConfig())
-    train_epoch(space, supernet, iterate_batches(train, 64), opt, runner.SupernetTrainConfig(), rng)
+    opt = supernet_optimizer(supernet, SupernetTrainConfig())
+    train_epoch(space, supernet, iterate_batches(train, 64), opt, SupernetTrainConfig(), rng)
     before = {k: v.clone() for k, v in supernet.state_dict().items()}
     g = space.sample(rng)
     batches = iterate_batches(train, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
@@ -114,17 +112,4 @@ def test_rescored_run_and_ctrl_c_in_rescoring_resumes_to_the_same_records(
     assert doc["rescore"] == {"candidates": 3, "steps": 8, "lr": 0.05}
     assert rescore_steps(config, 256) == 8 and rescore_steps(config, 10_000) == 20
 
-    first = SignalAtAdvance(f"evaluate ({RESCORE})", 1)
-    monkeypatch.setattr(runner, "make_progress", lambda disable: first)
-    stopped = run_search(config, tmp_path / "run", quiet=True)
-    monkeypatch.undo()
-    assert stopped.stopped == "interrupted"
-    with RunStore(tmp_path / "run") as store:
-        assert sum(r.phase == RESCORE for r in store.records()) == 1
-    assert run_search(config, tmp_path / "run", resume=True, quiet=True).stopped is None
-
-    def scored(run: Path) -> list[tuple[Any, ...]]:
-        with RunStore(run) as store:
-            return [(r.arch_id, r.phase, r.step, r.objectives) for r in store.records()]
-
-    assert scored(tmp_path / "run") == scored(tmp_path / "reference")
+    assert_ctrl_c_in_phase_resumes(config, RESCORE, tmp_path, monkeypatch)
