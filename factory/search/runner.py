@@ -334,14 +334,17 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     run.ctx.dist = None  # the ranks part here: rank 0 scores the references alone
     refs: dict[str, Record] = {}
     if stopped not in STOP_REASONS:
+        # our handlers again, whatever the process installed meanwhile (Ray's ray.init
+        # replaces SIGINT's: with it a Ctrl-C here went unheard, and the run finished)
         try:
-            with make_progress(disable=quiet) as run.ctx.progress:
+            with StopSignals() as signals, make_progress(disable=quiet) as run.ctx.progress:
+                run.ctx.signals = signals
                 _refine(run, floor, unit)  # a run continued after --time refines anew
                 _rescore(run, floor, unit)
                 refs = run.references()
-        except (KeyboardInterrupt, Terminated) as exc:
+        except (RunInterrupted, KeyboardInterrupt, Terminated) as exc:
             stopped = stop_reason(exc)
-        run.ctx.progress = None
+        run.ctx.progress = run.ctx.signals = None
     records = run.store.records()
     meta = {
         "space": run.config.space,

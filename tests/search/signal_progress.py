@@ -35,15 +35,22 @@ class SignalAtAdvance(Progress):
 
 def assert_ctrl_c_in_phase_resumes(config: Any, phase: str, runs: Any, monkeypatch: Any) -> None:
     """Ctrl-C at the first scored candidate of `phase` stops a run of `config` in
-    `runs / "run"` with exactly that one recorded; --resume then ends on the records of the
-    uninterrupted run already in `runs / "reference"`."""
+    `runs / "run"` with exactly that one recorded, whatever SIGINT handler the process
+    had; --resume then ends on the records of the uninterrupted run already in
+    `runs / "reference"`."""
     from factory.search import runner
     from factory.search.store import RunStore
 
     first = SignalAtAdvance(f"evaluate ({phase})", 1)
     monkeypatch.setattr(runner, "make_progress", lambda disable: first)
-    stopped = runner.run_search(config, runs / "run", quiet=True)
-    monkeypatch.undo()
+    # a SIGINT handler that does not raise, as ray.init leaves one in the process: the run
+    # must hear Ctrl-C through its own handlers in every phase
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        stopped = runner.run_search(config, runs / "run", quiet=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        monkeypatch.undo()
     assert stopped.stopped == "interrupted"
     with RunStore(runs / "run") as store:
         assert sum(r.phase == phase for r in store.records()) == 1

@@ -109,9 +109,12 @@ def test_evolution_on_the_table_beats_random_search(table) -> None:
 
 
 def test_cycle_annealing_imitating_its_front_beats_plain_cycle_annealing(table) -> None:
-    """At 300 queries on fpga, each of 3 seeds imitating the front (the default) scores
-    above each of 3 seeds without it (measured: 0.979-0.987 against 0.972-0.975); without
-    imitation cycle annealing samples near F's cost but not near the best models there."""
+    """At 300 queries on fpga, imitating the front (the default) scores above the same seed
+    without it, on each of 3 seeds, and by at least half a point on average (measured on an
+    AMD EPYC: 0.979-0.987 against 0.972-0.975; on a Xeon: 0.979-0.992 against 0.971-0.980,
+    where seed 1 with imitation fell below seed 2 without: the controller's floating point
+    differs between CPUs, so seeds are compared with themselves). Without imitation cycle
+    annealing samples near F's cost but not near the best models there."""
     score = FrontScore(table, "fpga")
 
     def hypervolumes(imitate_front: int) -> list[float]:
@@ -124,7 +127,9 @@ def test_cycle_annealing_imitating_its_front_beats_plain_cycle_annealing(table) 
             out.append(score.of_rows(np.array([table.row(r.genotype) for r in ctx.queries])))
         return out
 
-    assert min(hypervolumes(2)) > max(hypervolumes(0))
+    imitating, plain = hypervolumes(2), hypervolumes(0)
+    assert all(a > b for a, b in zip(imitating, plain, strict=True)), (imitating, plain)
+    assert np.mean(imitating) - np.mean(plain) >= 0.005, (imitating, plain)
 
 
 def test_cycle_annealing_follows_f_over_a_whole_run(table) -> None:
