@@ -334,8 +334,8 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
     run.ctx.dist = None  # the ranks part here: rank 0 scores the references alone
     refs: dict[str, Record] = {}
     if stopped not in STOP_REASONS:
-        # our handlers again, whatever the process installed meanwhile (Ray's ray.init
-        # replaces SIGINT's: with it a Ctrl-C here went unheard, and the run finished)
+        # the run's own handlers here too: under a SIGINT handler that does not raise (one
+        # an embedding program may install) a Ctrl-C here went unheard and the run finished
         try:
             with StopSignals() as signals, make_progress(disable=quiet) as run.ctx.progress:
                 run.ctx.signals = signals

@@ -43,7 +43,7 @@ def assert_ctrl_c_in_phase_resumes(config: Any, phase: str, runs: Any, monkeypat
 
     first = SignalAtAdvance(f"evaluate ({phase})", 1)
     monkeypatch.setattr(runner, "make_progress", lambda disable: first)
-    # a SIGINT handler that does not raise, as ray.init leaves one in the process: the run
+    # a SIGINT handler that does not raise, as an embedding program may install: the run
     # must hear Ctrl-C through its own handlers in every phase
     previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
     try:
