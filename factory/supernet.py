@@ -199,9 +199,9 @@ def finetune_path(
     """A copy of `supernet` whose path g trained `steps` more batches on its own.
 
     Why: one-shot scores rank architectures barely better than chance after a CPU-sized
-    supernet training (Kendall tau 0.07-0.20 against training alone); 50 steps on the path
-    alone, from the shared weights, lift it to about 0.5 (docs/ranking_mobilenet.md). The
-    shared weights are left untouched."""
+    supernet training (Kendall tau 0.07-0.30 against training alone); 50 steps on the path
+    alone, from the shared weights, lifted it to 0.53-0.76 (docs/search.md). The shared
+    weights are left untouched."""
     net = copy.deepcopy(supernet)
     net.train()
     optimizer = make_optimizer(net, SupernetTrainConfig(lr=lr))
