@@ -22,12 +22,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from factory.data import DataSplits, iterate_batches, num_batches
+from factory.data import DataSplits, num_batches
 from factory.distributed import DistContext
 from factory.search.costs import CostModel, estimate_cost_range
 from factory.search.executor import Executor, Scores
 from factory.search.interrupt import StopSignals, UnitJournal
-from factory.search.scoring import EvalSettings, Scorer, prepared
+from factory.search.scoring import EvalSettings, Scorer, endless_batches, prepared
 from factory.spaces.base import Genotype, SearchSpace, Supernet
 from factory.strategies.base import COST_RANGE_SEED, PathSource, Record, Weights
 from factory.supernet import SupernetTrainConfig, train_epoch
@@ -189,17 +189,8 @@ class RunContext:
         return estimate_cost_range(self.space, self.costs, self.cost, rng)
 
     def _endless_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        while True:
-            yield from prepared(
-                self.device,
-                iterate_batches(
-                    self.data.train,
-                    self.settings.batch_size,
-                    shuffle=True,
-                    generator=self.torch_gen,
-                    drop_last=True,
-                ),
-            )
+        batches = endless_batches(self.data.train, self.settings.batch_size, self.torch_gen)
+        return prepared(self.device, batches)
 
     def _evaluate(
         self,

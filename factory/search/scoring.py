@@ -84,7 +84,7 @@ class Scorer:
         s = self.settings
         if self.tune is not None and s.finetune_steps > 0:
             order = torch.Generator().manual_seed(FINETUNE_SEED)
-            batches = _endless(self.tune, s.batch_size, order)
+            batches = endless_batches(self.tune, s.batch_size, order)
             net = finetune_path(net, g, prepared(device, batches), s.finetune_steps, s.finetune_lr)
         return evaluate_genotype(
             net,
@@ -115,10 +115,11 @@ def prepared(
         yield x, y.to(device, non_blocking=True)
 
 
-def _endless(
+def endless_batches(
     split: Split, batch_size: int, order: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches of `split`, pass after pass (full ones where the split allows)."""
+    """Shuffled batches of `split`, pass after pass (full ones where the split allows): the
+    supernet's training stream and each rescored candidate's fine-tuning."""
     if len(split) == 0:
         raise ValueError("no images to fine-tune on")
     full = len(split) >= batch_size
