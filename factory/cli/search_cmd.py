@@ -121,6 +121,20 @@ def search(
     rescore_steps: Annotated[
         int, typer.Option(min=1, help="Training batches per rescored candidate.")
     ] = 50,
+    challenge: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The hand-designed network you would otherwise deploy (a manual "
+            "architecture, repeatable; `none`: no challenge). Its cheaper one-decision "
+            "neighbours are screened with the final weights and the best are rescored, so "
+            "the front shows the search's best attempt at beating it. Default: the space's "
+            "yardstick (mobilenet_v2@0.5 in the mobilenet space)."
+        ),
+    ] = None,
+    challengers: Annotated[
+        int,
+        typer.Option(min=0, help="Neighbours per challenged network that are rescored."),
+    ] = 2,
     seed: Annotated[int, typer.Option(help="Seed of every random choice of the run.")] = 0,
     out: Annotated[
         Path | None,
@@ -232,7 +246,7 @@ def search(
         given = {n for n in ctx.params if _given(ctx, n)}
         if "refine" in given:
             fail("--refine refines a training search's front; a tabular search spends --queries")
-        if given & {"rescore", "rescore_steps"}:
+        if given & {"rescore", "rescore_steps", "challenge", "challengers"}:
             fail("--rescore fine-tunes a training search's candidates; a tabular one has none")
         tabular = _run_tabular_cli(
             space if "space" in given else "nb201", strategy,
@@ -266,6 +280,8 @@ def search(
         "refine": refine,
         "rescore": rescore,
         "rescore_steps": rescore_steps,
+        "challenge": _challenge_names(challenge),
+        "challengers": challengers,
         **split_settings(parse_settings(settings or [])),
     }
     if resume is not None:
@@ -355,6 +371,13 @@ def _train_size(given: int | None, preset: str) -> int | None:
     if given is None:
         return QUICK_TRAIN_SIZE if preset == "quick" else None
     return given or None
+
+
+def _challenge_names(names: list[str] | None) -> tuple[str, ...] | None:
+    """--challenge values: None (the space's yardstick) unless given; `none` for no challenge."""
+    if not names:
+        return None
+    return () if [n.lower() for n in names] == ["none"] else tuple(names)
 
 
 def _param_of(field: str) -> str:

@@ -52,11 +52,16 @@ class SearchConfig:
     # decide the front (rescore.py); 0: the one-shot scores decide
     rescore: int = 8
     rescore_steps: int = 50  # training batches per rescored candidate
+    # manual architectures whose cheaper one-decision neighbours are screened one-shot, the
+    # best `challengers` of each rescored too (challenge.py); None: the space's yardstick
+    challenge: tuple[str, ...] | None = None
+    challengers: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["objectives"] = list(self.objectives)
         data["init"] = list(self.init)
+        data["challenge"] = None if self.challenge is None else list(self.challenge)
         return data
 
     @classmethod
@@ -65,6 +70,8 @@ class SearchConfig:
         data = {k: v for k, v in data.items() if k in known}
         data["objectives"] = tuple(data.get("objectives", ()))
         data["init"] = tuple(data.get("init", ()))
+        if data.get("challenge") is not None:
+            data["challenge"] = tuple(data["challenge"])
         return cls(**data)
 
 

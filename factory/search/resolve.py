@@ -37,7 +37,27 @@ def resolve(config: SearchConfig) -> SearchConfig:
         config,
         strategy_config=_jsonable(dataclasses.asdict(strategy_cfg)),
         space_options=space_options,
+        challenge=_challenge(config, space_options),
     )
+
+
+def _challenge(config: SearchConfig, options: dict[str, str]) -> tuple[str, ...]:
+    """The networks whose cheaper neighbours the run challenges: the user's, else the
+    space's yardstick where the space so made holds it (`--set space.min_width=0.75` drops
+    MobileNetV2@0.5)."""
+    if config.challenge is None and (config.benchmark is not None or config.rescore <= 0):
+        return ()  # nothing rescored: nothing to challenge with
+    manual = get_space(config.space, options=options).manual()
+    if config.challenge is None:
+        yardstick = SPACES.get(config.space).yardstick
+        return (yardstick,) if yardstick in manual else ()
+    unknown = [n for n in config.challenge if n not in manual]
+    if unknown:
+        raise UserError(
+            f"--challenge {unknown[0]}: no manual architecture of the {config.space} space so "
+            f"configured; valid: {', '.join(manual)} (or none)"
+        )
+    return tuple(dict.fromkeys(config.challenge))
 
 
 def _space_options(config: SearchConfig) -> dict[str, str]:

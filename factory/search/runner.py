@@ -13,6 +13,7 @@ import contextlib
 import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from factory import distributed
 from factory.data import DataSplits
 from factory.progress import make_progress, status
+from factory.search.challenge import CHALLENGE, SCREEN, best_challengers, cheaper_neighbours
 from factory.search.checkpoint import (
     flatten_optimizer_state,
     load_checkpoint,
@@ -56,6 +58,7 @@ from factory.search.store import (
     RunStore,
 )
 from factory.spaces import get_space
+from factory.spaces.base import Genotype
 from factory.strategies import STRATEGIES
 from factory.strategies.base import Record, Strategy
 from factory.supernet import SupernetTrainConfig, make_optimizer
@@ -340,6 +343,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
             with StopSignals() as signals, make_progress(disable=quiet) as run.ctx.progress:
                 run.ctx.signals = signals
                 _refine(run, floor, unit)  # a run continued after --time refines anew
+                _challenge(run, unit)
                 _rescore(run, floor, unit)
                 refs = run.references()
         except (RunInterrupted, KeyboardInterrupt, Terminated) as exc:
@@ -378,30 +382,61 @@ def _refine(run: _Run, floor: ChanceFloor, step: int) -> None:
     draws the same ones and replays those already scored."""
     if run.config.refine <= 0 or run.store is None:
         return
-    records = [r for r in run.store.records() if r.phase not in (REFINE, RESCORE)]
+    records = [r for r in run.store.records() if r.phase not in (REFINE, CHALLENGE, RESCORE)]
     cost = run.config.cost
     front = [
         (r.genotype, r.value(cost)) for r in pareto_front(records, run.config.objectives, floor)
     ]
-    shape = (1, *run.space.spec.shape)
-    macs = functools.cache(lambda g: count_costs(run.space.build(g), shape).macs)
     rng = np.random.default_rng([run.config.seed, step])
     seen = {r.arch_id for r in records}
-    todo = gap_neighbours(run.space, front, macs, seen, run.config.refine, rng)
+    todo = gap_neighbours(run.space, front, _macs(run), seen, run.config.refine, rng)
     if todo:
         run.ctx.evaluate(todo, REFINE, step)
 
 
+def _macs(run: _Run) -> Callable[[Genotype], float]:
+    """A genotype's MAC count at batch 1, cached: the proxy that places an unmeasured
+    neighbour by cost."""
+    shape = (1, *run.space.spec.shape)
+    return functools.cache(lambda g: count_costs(run.space.build(g), shape).macs)
+
+
+def _screened(run: _Run, name: str, step: int) -> list[Genotype]:
+    """The cheaper neighbours of manual architecture `name` that the run screens: the same
+    ones on a resume (a generator of their own per network)."""
+    manual = run.space.manual()
+    index = list(manual).index(name)
+    rng = np.random.default_rng([run.config.seed, step, 1 + index])
+    return cheaper_neighbours(run.space, manual[name], _macs(run), SCREEN, rng)
+
+
+def _challenge(run: _Run, step: int) -> None:
+    """Cheaper one-decision neighbours of each `config.challenge` network, scored one-shot
+    with the final weights (challenge.py) and recorded as phase 'challenge' at `step`; the
+    best `config.challengers` of each join the rescoring."""
+    if run.config.challengers <= 0 or run.config.rescore <= 0 or run.store is None:
+        return
+    todo = [g for name in run.config.challenge for g in _screened(run, name, step)]
+    if todo:
+        run.ctx.evaluate(list(dict.fromkeys(todo)), CHALLENGE, step)
+
+
 def _rescore(run: _Run, floor: ChanceFloor, step: int) -> None:
-    """The best `config.rescore` candidates by one-shot score, each fine-tuned briefly on its
-    own from the final weights and scored again (rescore.py), recorded as phase 'rescore'
-    at `step`; the front is then chosen among these alone. A resumed run picks the same
-    candidates and replays those already scored."""
+    """The best `config.rescore` candidates by one-shot score and the best challengers, each
+    fine-tuned briefly on its own from the final weights and scored again (rescore.py),
+    recorded as phase 'rescore' at `step`; the front is then chosen among these alone. A
+    resumed run picks the same candidates and replays those already scored."""
     if run.config.rescore <= 0 or run.store is None:
         return
-    pool = rescore_pool(run.store.records(), run.config.objectives, floor, run.config.rescore)
-    if pool:
-        run.ctx.evaluate([r.genotype for r in pool], RESCORE, step, finetuned=True)
+    records = run.store.records()
+    pool = rescore_pool(records, run.config.objectives, floor, run.config.rescore)
+    if run.config.challengers > 0:
+        for name in run.config.challenge:
+            screened = _screened(run, name, step)
+            pool += best_challengers(run.space, screened, records, floor, run.config.challengers)
+    todo = list({run.space.arch_id(r.genotype): r.genotype for r in pool}.values())
+    if todo:
+        run.ctx.evaluate(todo, RESCORE, step, finetuned=True)
 
 
 def rescore_steps(config: SearchConfig, train_images: int) -> int:

@@ -83,6 +83,9 @@ class SearchSpace(ABC):
     options: ClassVar[dict[str, tuple[str, ...]]] = {}
     # option values a search uses unless `--set space.KEY=VALUE` says otherwise
     search_defaults: ClassVar[dict[str, str]] = {}
+    # the manual architecture a user of this space would otherwise deploy: a search tries
+    # its cheaper neighbours too (`--challenge`, factory/search/challenge.py)
+    yardstick: ClassVar[str | None] = None
 
     def __init__(self, spec: InputSpec | None = None) -> None:
         self.spec = spec or InputSpec()

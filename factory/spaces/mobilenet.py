@@ -143,6 +143,7 @@ class MobileNetSpace(SearchSpace):
     # a search's default: the quick supernet scores width 0.35 as high as 0.5, while trained
     # alone 0.35 loses 0.5-0.9 points, so 0.35 took the front on noise (docs/search.md)
     search_defaults: ClassVar[dict[str, str]] = {"min_width": "0.5"}
+    yardstick: ClassVar[str | None] = "mobilenet_v2@0.5"  # issue #7's comparison
 
     def __init__(self, spec: InputSpec | None = None, min_width: str = "0.35") -> None:
         super().__init__(spec)
