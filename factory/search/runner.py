@@ -343,8 +343,9 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
             with StopSignals() as signals, make_progress(disable=quiet) as run.ctx.progress:
                 run.ctx.signals = signals
                 _refine(run, floor, unit)  # a run continued after --time refines anew
-                _challenge(run, unit)
-                _rescore(run, floor, unit)
+                screened = _challengers(run, unit)
+                _challenge(run, screened, unit)
+                _rescore(run, floor, unit, screened)
                 refs = run.references()
         except (RunInterrupted, KeyboardInterrupt, Terminated) as exc:
             stopped = stop_reason(exc)
@@ -363,6 +364,10 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
             "candidates": sum(r.phase == RESCORE for r in records),
             "steps": run.ctx.settings.finetune_steps,
             "lr": run.ctx.settings.finetune_lr,
+            # the yardstick networks whose cheaper neighbours were screened (challenge.py)
+            "challenge": list(run.config.challenge or ()),
+            "screened": sum(r.phase == CHALLENGE for r in records),
+            "challengers": run.config.challengers,
         },
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -401,39 +406,40 @@ def _macs(run: _Run) -> Callable[[Genotype], float]:
     return functools.cache(lambda g: count_costs(run.space.build(g), shape).macs)
 
 
-def _screened(run: _Run, name: str, step: int) -> list[Genotype]:
-    """The cheaper neighbours of manual architecture `name` that the run screens: the same
-    ones on a resume (a generator of their own per network)."""
-    manual = run.space.manual()
-    index = list(manual).index(name)
-    rng = np.random.default_rng([run.config.seed, step, 1 + index])
-    return cheaper_neighbours(run.space, manual[name], _macs(run), SCREEN, rng)
-
-
-def _challenge(run: _Run, step: int) -> None:
-    """Cheaper one-decision neighbours of each `config.challenge` network, scored one-shot
-    with the final weights (challenge.py) and recorded as phase 'challenge' at `step`; the
-    best `config.challengers` of each join the rescoring."""
+def _challengers(run: _Run, step: int) -> dict[str, list[Genotype]]:
+    """The cheaper neighbours the run screens for each `config.challenge` network: the same
+    ones on a resume (a generator of their own per network); none without rescoring."""
     if run.config.challengers <= 0 or run.config.rescore <= 0 or run.store is None:
-        return
-    todo = [g for name in run.config.challenge for g in _screened(run, name, step)]
+        return {}
+    manual, macs = run.space.manual(), _macs(run)
+    out = {}
+    for name in run.config.challenge or ():
+        rng = np.random.default_rng([run.config.seed, step, 1 + list(manual).index(name)])
+        out[name] = cheaper_neighbours(run.space, manual[name], macs, SCREEN, rng)
+    return out
+
+
+def _challenge(run: _Run, screened: dict[str, list[Genotype]], step: int) -> None:
+    """The `screened` neighbours of each challenged network, scored one-shot with the final
+    weights (challenge.py) and recorded as phase 'challenge' at `step`; the best
+    `config.challengers` of each join the rescoring."""
+    todo = list(dict.fromkeys(g for genotypes in screened.values() for g in genotypes))
     if todo:
-        run.ctx.evaluate(list(dict.fromkeys(todo)), CHALLENGE, step)
+        run.ctx.evaluate(todo, CHALLENGE, step)
 
 
-def _rescore(run: _Run, floor: ChanceFloor, step: int) -> None:
-    """The best `config.rescore` candidates by one-shot score and the best challengers, each
-    fine-tuned briefly on its own from the final weights and scored again (rescore.py),
-    recorded as phase 'rescore' at `step`; the front is then chosen among these alone. A
-    resumed run picks the same candidates and replays those already scored."""
+def _rescore(run: _Run, floor: ChanceFloor, step: int, screened: dict[str, list[Genotype]]) -> None:
+    """The best `config.rescore` candidates by one-shot score and the best challengers among
+    the `screened`, each fine-tuned briefly on its own from the final weights and scored
+    again (rescore.py), recorded as phase 'rescore' at `step`; the front is then chosen
+    among these alone. A resumed run picks the same candidates and replays those already
+    scored."""
     if run.config.rescore <= 0 or run.store is None:
         return
     records = run.store.records()
     pool = rescore_pool(records, run.config.objectives, floor, run.config.rescore)
-    if run.config.challengers > 0:
-        for name in run.config.challenge:
-            screened = _screened(run, name, step)
-            pool += best_challengers(run.space, screened, records, floor, run.config.challengers)
+    for genotypes in screened.values():
+        pool += best_challengers(run.space, genotypes, records, floor, run.config.challengers)
     todo = list({run.space.arch_id(r.genotype): r.genotype for r in pool}.values())
     if todo:
         run.ctx.evaluate(todo, RESCORE, step, finetuned=True)

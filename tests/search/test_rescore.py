@@ -109,7 +109,14 @@ def test_rescored_run_and_ctrl_c_in_rescoring_resumes_to_the_same_records(
     doc = json.loads((tmp_path / "reference" / "pareto.json").read_text())
     assert {row["arch_id"] for row in doc["front"]} == {r.arch_id for r in front}
     # 20 steps asked, one pass over the 256 training images at batch 32 given
-    assert doc["rescore"] == {"candidates": 3, "steps": 8, "lr": 0.05}
+    assert doc["rescore"] == {
+        "candidates": 3,
+        "steps": 8,
+        "lr": 0.05,
+        "challenge": [],
+        "screened": 0,
+        "challengers": 2,
+    }
     assert rescore_steps(config, 256) == 8 and rescore_steps(config, 10_000) == 20
 
     assert_ctrl_c_in_phase_resumes(config, RESCORE, tmp_path, monkeypatch)
