@@ -91,11 +91,10 @@ def front_notes(doc: dict) -> list[str]:
             f"{rescore['steps']} fine-tuning steps each (one-shot scores narrowed them down; "
             "the manual architectures were rescored alike)"
         )
-    if rescore.get("challenge") and rescore.get("screened"):
+    if rescore.get("candidates") and rescore.get("challenge") and rescore.get("challengers"):
         lines.append(
-            f"challenged {', '.join(rescore['challenge'])}: {rescore['screened']} of its cheaper "
-            f"one-decision neighbours screened one-shot, the best {rescore['challengers']} "
-            "rescored with the candidates"
+            f"challenged {', '.join(rescore['challenge'])}: up to {rescore['challengers']} "
+            "cheaper one-decision neighbours of each rescored with the candidates"
         )
     final = doc.get("latency_final")
     if final and "skipped" in final:

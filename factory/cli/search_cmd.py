@@ -117,7 +117,7 @@ def search(
             "again; these scores choose the front (one-shot scores rank barely better than "
             "chance on a CPU budget; see docs/ranking_mobilenet.md). 0: no rescoring.",
         ),
-    ] = 8,
+    ] = 6,
     rescore_steps: Annotated[
         int, typer.Option(min=1, help="Training batches per rescored candidate.")
     ] = 50,
@@ -125,16 +125,17 @@ def search(
         list[str] | None,
         typer.Option(
             help="The hand-designed network you would otherwise deploy (a manual "
-            "architecture, repeatable; `none`: no challenge). Its cheaper one-decision "
-            "neighbours are screened with the final weights and the best are rescored, so "
-            "the front shows the search's best attempt at beating it. Default: the space's "
-            "yardstick (mobilenet_v2@0.5 in the mobilenet space)."
+            "architecture, repeatable; `none`: no challenge). Cheaper one-decision "
+            "neighbours of it (a stage one layer shorter, a smaller expansion, ...) are "
+            "rescored with the candidates, so the front holds the search's best attempt at "
+            "beating it. Default: the space's yardstick (mobilenet_v2@0.5 in the mobilenet "
+            "space)."
         ),
     ] = None,
     challengers: Annotated[
         int,
-        typer.Option(min=0, help="Neighbours per challenged network that are rescored."),
-    ] = 2,
+        typer.Option(min=0, help="Neighbours rescored per challenged network (0: none)."),
+    ] = 4,
     seed: Annotated[int, typer.Option(help="Seed of every random choice of the run.")] = 0,
     out: Annotated[
         Path | None,

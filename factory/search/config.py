@@ -50,12 +50,12 @@ class SearchConfig:
     refine: int = 12
     # then the best candidates by one-shot score, fine-tuned briefly each and scored again,
     # decide the front (rescore.py); 0: the one-shot scores decide
-    rescore: int = 8
+    rescore: int = 6
     rescore_steps: int = 50  # training batches per rescored candidate
-    # manual architectures whose cheaper one-decision neighbours are screened one-shot, the
-    # best `challengers` of each rescored too (challenge.py); None: the space's yardstick
+    # manual architectures whose cheaper one-decision neighbours (`challengers` of each) are
+    # rescored too (challenge.py); None: the space's yardstick
     challenge: tuple[str, ...] | None = None
-    challengers: int = 2
+    challengers: int = 4
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

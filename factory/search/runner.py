@@ -23,7 +23,7 @@ import torch
 from factory import distributed
 from factory.data import DataSplits
 from factory.progress import make_progress, status
-from factory.search.challenge import CHALLENGE, SCREEN, best_challengers, cheaper_neighbours
+from factory.search.challenge import cheaper_neighbours
 from factory.search.checkpoint import (
     flatten_optimizer_state,
     load_checkpoint,
@@ -343,9 +343,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
             with StopSignals() as signals, make_progress(disable=quiet) as run.ctx.progress:
                 run.ctx.signals = signals
                 _refine(run, floor, unit)  # a run continued after --time refines anew
-                screened = _challengers(run, unit)
-                _challenge(run, screened, unit)
-                _rescore(run, floor, unit, screened)
+                _rescore(run, floor, unit)
                 refs = run.references()
         except (RunInterrupted, KeyboardInterrupt, Terminated) as exc:
             stopped = stop_reason(exc)
@@ -364,10 +362,9 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
             "candidates": sum(r.phase == RESCORE for r in records),
             "steps": run.ctx.settings.finetune_steps,
             "lr": run.ctx.settings.finetune_lr,
-            # the yardstick networks whose cheaper neighbours were screened (challenge.py)
+            # networks whose cheaper neighbours were rescored too, how many each (challenge.py)
             "challenge": list(run.config.challenge or ()),
-            "screened": sum(r.phase == CHALLENGE for r in records),
-            "challengers": run.config.challengers,
+            "challengers": run.config.challengers if run.config.challenge else 0,
         },
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -387,7 +384,7 @@ def _refine(run: _Run, floor: ChanceFloor, step: int) -> None:
     draws the same ones and replays those already scored."""
     if run.config.refine <= 0 or run.store is None:
         return
-    records = [r for r in run.store.records() if r.phase not in (REFINE, CHALLENGE, RESCORE)]
+    records = [r for r in run.store.records() if r.phase not in (REFINE, RESCORE)]
     cost = run.config.cost
     front = [
         (r.genotype, r.value(cost)) for r in pareto_front(records, run.config.objectives, floor)
@@ -406,41 +403,32 @@ def _macs(run: _Run) -> Callable[[Genotype], float]:
     return functools.cache(lambda g: count_costs(run.space.build(g), shape).macs)
 
 
-def _challengers(run: _Run, step: int) -> dict[str, list[Genotype]]:
-    """The cheaper neighbours the run screens for each `config.challenge` network: the same
-    ones on a resume (a generator of their own per network); none without rescoring."""
-    if run.config.challengers <= 0 or run.config.rescore <= 0 or run.store is None:
-        return {}
+def _challengers(run: _Run, step: int) -> list[Genotype]:
+    """`config.challengers` cheaper neighbours of each `config.challenge` network
+    (challenge.py), rescored with the candidates: the same ones on a resume (a generator
+    of their own per network); none without rescoring."""
+    if run.config.challengers <= 0 or run.config.rescore <= 0:
+        return []
     manual, macs = run.space.manual(), _macs(run)
-    out = {}
+    out: list[Genotype] = []
     for name in run.config.challenge or ():
         rng = np.random.default_rng([run.config.seed, step, 1 + list(manual).index(name)])
-        out[name] = cheaper_neighbours(run.space, manual[name], macs, SCREEN, rng)
+        out += cheaper_neighbours(run.space, manual[name], macs, run.config.challengers, rng)
     return out
 
 
-def _challenge(run: _Run, screened: dict[str, list[Genotype]], step: int) -> None:
-    """The `screened` neighbours of each challenged network, scored one-shot with the final
-    weights (challenge.py) and recorded as phase 'challenge' at `step`; the best
-    `config.challengers` of each join the rescoring."""
-    todo = list(dict.fromkeys(g for genotypes in screened.values() for g in genotypes))
-    if todo:
-        run.ctx.evaluate(todo, CHALLENGE, step)
-
-
-def _rescore(run: _Run, floor: ChanceFloor, step: int, screened: dict[str, list[Genotype]]) -> None:
-    """The best `config.rescore` candidates by one-shot score and the best challengers among
-    the `screened`, each fine-tuned briefly on its own from the final weights and scored
-    again (rescore.py), recorded as phase 'rescore' at `step`; the front is then chosen
-    among these alone. A resumed run picks the same candidates and replays those already
-    scored."""
+def _rescore(run: _Run, floor: ChanceFloor, step: int) -> None:
+    """The best `config.rescore` candidates by one-shot score and the challengers, each
+    fine-tuned briefly on its own from the final weights and scored again (rescore.py),
+    recorded as phase 'rescore' at `step`; the front is then chosen among these alone. A
+    resumed run picks the same candidates and replays those already scored."""
     if run.config.rescore <= 0 or run.store is None:
         return
     records = run.store.records()
-    pool = rescore_pool(records, run.config.objectives, floor, run.config.rescore)
-    for genotypes in screened.values():
-        pool += best_challengers(run.space, genotypes, records, floor, run.config.challengers)
-    todo = list({run.space.arch_id(r.genotype): r.genotype for r in pool}.values())
+    pool = [
+        r.genotype for r in rescore_pool(records, run.config.objectives, floor, run.config.rescore)
+    ]
+    todo = list({run.space.arch_id(g): g for g in [*pool, *_challengers(run, step)]}.values())
     if todo:
         run.ctx.evaluate(todo, RESCORE, step, finetuned=True)
 

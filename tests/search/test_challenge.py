@@ -1,10 +1,8 @@
-"""Challengers: cheaper one-decision neighbours of the user's yardstick network are screened
-one-shot and the best rescored beside the search's own candidates; a Ctrl-C while they are
-screened resumes to the same records."""
+"""Challengers: cheaper one-decision neighbours of the user's yardstick network are rescored
+beside the search's own candidates; a resumed run rescores the same ones."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,15 +11,8 @@ import numpy as np
 import pytest
 
 from factory.cli.report_cmd import front_notes
-from factory.search.challenge import (
-    CHALLENGE,
-    MIN_SAVING,
-    SCREEN,
-    best_challengers,
-    cheaper_neighbours,
-)
+from factory.search.challenge import MIN_SAVING, cheaper_neighbours
 from factory.search.config import SearchConfig
-from factory.search.pareto import ChanceFloor
 from factory.search.rescore import RESCORE
 from factory.search.resolve import resolve
 from factory.search.runner import run_search
@@ -59,24 +50,6 @@ def test_cheaper_neighbours_differ_in_one_decision_and_cost_less() -> None:
     assert cheaper_neighbours(space, smallest, macs, 6, np.random.default_rng(0)) == []
 
 
-def test_best_challengers_are_the_most_accurate_screened_above_chance() -> None:
-    from tests.search.records import records
-
-    space = get_space("shufflenet")
-    recs = records((0.70, 1.0), (0.80, 0.9), (0.12, 0.1), (0.90, 0.5))
-    floor = ChanceFloor(num_classes=10, val_images=5000)
-    screened = [r.genotype for r in recs[:3]]  # the fourth was not screened
-    best = best_challengers(space, screened, recs, floor, 2)
-    assert [r.arch_id for r in best] == [recs[1].arch_id, recs[0].arch_id]
-    assert [r.arch_id for r in best_challengers(space, screened, recs, floor, 5)] == [
-        recs[1].arch_id,
-        recs[0].arch_id,
-    ]  # the chance-level one (0.12) never qualifies
-    # the latest evaluation of an architecture counts
-    again = dataclasses.replace(recs[0], objectives={**recs[0].objectives, "accuracy": 0.85})
-    assert best_challengers(space, screened, [*recs, again], floor, 1)[0].arch_id == recs[0].arch_id
-
-
 def test_the_default_challenge_is_the_spaces_yardstick() -> None:
     mobilenet = dict(TINY, space="mobilenet")
     assert resolve(SearchConfig(**mobilenet)).challenge == ()  # TINY rescores nothing
@@ -97,39 +70,35 @@ def test_the_default_challenge_is_the_spaces_yardstick() -> None:
 
 
 @pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
-def test_challengers_are_screened_and_the_best_rescored_and_ctrl_c_resumes(
+def test_challengers_are_rescored_and_a_resumed_run_rescores_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = SearchConfig(
         **{**TINY, "strategy": "random", "units": 1,
            "strategy_config": {"samples_per_unit": 3, "warmup_epochs": 8},
-           "rescore": 1, "rescore_steps": 4, "challenge": ("shufflenet_g3@0.5",),
+           "rescore": 1, "rescore_steps": 4, "challenge": ("shufflenet_g1",),
            "challengers": 2}
     )  # fmt: skip
     run_search(config, tmp_path / "reference", quiet=True)
     with RunStore(tmp_path / "reference") as store:
         recs = store.records()
     space = get_space("shufflenet")
-    base = space.manual()["shufflenet_g3@0.5"]
-    screened = [r for r in recs if r.phase == CHALLENGE]
-    assert 0 < len(screened) <= SCREEN
+    base = space.manual()["shufflenet_g1"]
     macs = _macs(space)
-    for r in screened:
+    rescored = [r for r in recs if r.phase == RESCORE]
+    one_shot = {r.arch_id for r in recs if r.phase != RESCORE}
+    challengers = [r for r in rescored if r.arch_id not in one_shot]
+    assert len(rescored) == 3 and len(challengers) == 2  # the pool's one and two neighbours
+    for r in challengers:
         assert sum(a != b for a, b in zip(r.genotype, base, strict=True)) == 1
-        assert macs(r.genotype) < macs(base)
-    rescored = {r.arch_id for r in recs if r.phase == RESCORE}
-    floor = ChanceFloor(num_classes=10, val_images=128)
-    best = best_challengers(space, [r.genotype for r in screened], recs, floor, 2)
-    assert best and {r.arch_id for r in best} <= rescored
-    assert len(rescored) <= 1 + 2  # the pool's one and the challengers
-    meta = json.loads((tmp_path / "reference" / "pareto.json").read_text())["rescore"]
-    assert meta["challenge"] == ["shufflenet_g3@0.5"] and meta["challengers"] == 2
-    assert meta["screened"] == len(screened)
+        assert macs(r.genotype) <= (1 - MIN_SAVING) * macs(base)
     doc = json.loads((tmp_path / "reference" / "pareto.json").read_text())
+    assert doc["rescore"]["challenge"] == ["shufflenet_g1"]
+    assert doc["rescore"]["challengers"] == 2 and doc["rescore"]["candidates"] == 3
     said = [line for line in front_notes(doc) if line.startswith("challenged")]
     assert said == [
-        f"challenged shufflenet_g3@0.5: {len(screened)} of its cheaper one-decision neighbours "
-        "screened one-shot, the best 2 rescored with the candidates"
+        "challenged shufflenet_g1: up to 2 cheaper one-decision neighbours of each "
+        "rescored with the candidates"
     ]
-
-    assert_ctrl_c_in_phase_resumes(config, CHALLENGE, tmp_path, monkeypatch)
+    # interrupted at the first rescored candidate, the resumed run rescores the same ones
+    assert_ctrl_c_in_phase_resumes(config, RESCORE, tmp_path, monkeypatch)
