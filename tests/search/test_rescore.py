@@ -114,8 +114,7 @@ def test_rescored_run_and_ctrl_c_in_rescoring_resumes_to_the_same_records(
         "steps": 8,
         "lr": 0.05,
         "challenge": [],
-        "screened": 0,
-        "challengers": 2,
+        "challengers": 0,
     }
     assert rescore_steps(config, 256) == 8 and rescore_steps(config, 10_000) == 20
 
