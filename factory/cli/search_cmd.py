@@ -247,8 +247,10 @@ def search(
         given = {n for n in ctx.params if _given(ctx, n)}
         if "refine" in given:
             fail("--refine refines a training search's front; a tabular search spends --queries")
-        if given & {"rescore", "rescore_steps", "challenge", "challengers"}:
-            fail("--rescore fine-tunes a training search's candidates; a tabular one has none")
+        rescoring = given & {"rescore", "rescore_steps", "challenge", "challengers"}
+        if rescoring:
+            option = "--" + sorted(rescoring)[0].replace("_", "-")
+            fail(f"{option} is for a training search's rescoring; a tabular search has none")
         tabular = _run_tabular_cli(
             space if "space" in given else "nb201", strategy,
             target if "target" in given else "", benchmark, queries, seed, init,
