@@ -406,8 +406,8 @@ def _macs(run: _Run) -> Callable[[Genotype], float]:
 def _challengers(run: _Run, step: int) -> list[Genotype]:
     """`config.challengers` cheaper neighbours of each `config.challenge` network
     (challenge.py), rescored with the candidates: the same ones on a resume (a generator
-    of their own per network); none without rescoring."""
-    if run.config.challengers <= 0 or run.config.rescore <= 0:
+    of their own per network)."""
+    if run.config.challengers <= 0:
         return []
     manual, macs = run.space.manual(), _macs(run)
     out: list[Genotype] = []
