@@ -154,7 +154,8 @@ def _section(result: dict) -> list[str]:
             else ("not faster" if not r["faster"] else "less accurate")
         )
         lines.append(
-            f"| {r['arch_id']} `{r['genotype']}` | {_pct(r['accuracy'])} | {r['latency_ms']:.3f} | "
+            f"| {r['arch_id']}{_near(r)} `{r['genotype']}` | {_pct(r['accuracy'])} | "
+            f"{r['latency_ms']:.3f} | "
             f"{r.get('latency_ms_final', float('nan')):.3f} | {_pct(r['test_accuracy'])} | "
             f"{t['ratio']:.3f} (spread {100 * t['spread']:.0f} %) | "
             f"{t['pairs_faster']}/{t['pairs']} | {verdict} |"
@@ -199,6 +200,12 @@ def _why(result: dict) -> list[str]:
         + " ([ranking_mobilenet.md](ranking_mobilenet.md)).",
         "",
     ]
+
+
+def _near(row: dict) -> str:
+    """The marker of a front model kept within the score's error of one that dominates it."""
+    near = row.get("within_error_of")
+    return f" (within the score's error of {near})" if near else ""
 
 
 def _recipe(recipe: dict) -> dict:

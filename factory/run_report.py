@@ -175,7 +175,7 @@ def _front(run_dir: Path, out: Path, doc: dict[str, Any], done: dict[str, str]) 
     if (run_dir / "pareto.png").is_file():
         parts.append(f"![Pareto front]({_link(run_dir / 'pareto.png', out)})")
     rows = [
-        [*cells(r), f"{r['phase']} {r['step']}", done.get(r["arch_id"], "—"), f"`{r['genotype']}`"]
+        [*cells(r), _found(r), done.get(r["arch_id"], "—"), f"`{r['genotype']}`"]
         for r in doc["front"]
     ]
     parts.append(_table(["arch_id", *objectives, "found", "status", "genotype"], rows))
@@ -185,6 +185,12 @@ def _front(run_dir: Path, out: Path, doc: dict[str, Any], done: dict[str, str]) 
         parts.append("Manual reference architectures, measured the same way:")
         parts.append(_table(["name", "arch_id", *objectives, "genotype"], rows))
     return "\n\n".join(parts)
+
+
+def _found(row: dict[str, Any]) -> str:
+    """Where the search found a front row, and whether only the score's error kept it."""
+    near = row.get("within_error_of")
+    return f"{row['phase']} {row['step']}" + (f", within error of `{near}`" if near else "")
 
 
 def _trained(run_dir: Path, out: Path, doc: dict[str, Any], trained: list[dict]) -> str:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from factory import __version__
+from factory.allocator import keep_freed_memory
 from factory.cli import (
     agent_cmd,
     export_cmd,
@@ -59,6 +60,7 @@ def main(
 
 def run() -> None:
     """Console-script entry point."""
+    keep_freed_memory()  # training steps run ~2x faster on glibc (allocator.py)
     app()
 
 

@@ -31,7 +31,8 @@ def print_front(run_dir: Path) -> None:
         Column("found"),
         Column("genotype", priority=2),
     ]
-    rows = [[row["arch_id"], *_cells(row, objectives, final), f"{row['phase']} {row['step']}",
+    rows = [[row["arch_id"] + ("~" if "within_error_of" in row else ""),
+             *_cells(row, objectives, final), f"{row['phase']} {row['step']}",
              row["genotype"]] for row in doc["front"]]  # fmt: skip
     for name, row in refs.items():
         cells = [name, *_cells(row, objectives, final), "manual", row["genotype"]]
@@ -83,6 +84,13 @@ def front_notes(doc: dict) -> list[str]:
             f"dropped {dropped['count']} architectures scoring below "
             f"{100 * dropped['threshold']:.1f} % ({dropped['from_front']} would have been on "
             f"the front): {dropped['rule']}"
+        )
+    near = {r["arch_id"]: r["within_error_of"] for r in doc["front"] if "within_error_of" in r}
+    if near:
+        pairs = ", ".join(f"{a} of {b}" for a, b in near.items())
+        lines.append(
+            f"~ {len(near)} kept within the score's error of a model that dominates them "
+            f"({pairs}): {doc.get('score_error', 'see pareto.json')}"
         )
     rescore = doc.get("rescore") or {}
     if rescore.get("candidates"):

@@ -77,21 +77,74 @@ class ChanceFloor:
         return r.value("accuracy") >= self.threshold
 
 
+@dataclass(frozen=True)
+class ScoreError:
+    """How far apart two rescored accuracies must be before the front may drop the worse.
+
+    Two candidates scored on the same n validation images differ by sampling error alone
+    with standard error sqrt((a (1 - a) + b (1 - b)) / n): 0.84 points at 77 % on 5,000
+    images, more than the gaps between the networks a rescored front chooses among. So the
+    rescored front keeps a model unless one at most as costly scores more than `sigmas` such
+    errors above it: it drops only what the scores show to be worse (a cheaper variant of
+    MobileNetV2@0.5 that trained above it had been dropped for 0.46 points, docs/search.md).
+    """
+
+    val_images: int
+    sigmas: ClassVar[float] = 1.0
+
+    @property
+    def rule(self) -> str:
+        return (
+            f"kept unless a model costing no more scores {self.sigmas:g} "
+            f"sqrt((a (1 - a) + b (1 - b)) / n) higher, n = {self.val_images} validation images"
+        )
+
+    def margin(self, a: float, b: float) -> float:
+        return self.sigmas * math.sqrt((a * (1 - a) + b * (1 - b)) / self.val_images)
+
+    def beats(self, a: Record, b: Record, costs: Sequence[str]) -> bool:
+        """Whether `a` costs at most what `b` does and scores clearly above it."""
+        x, y = a.value("accuracy"), b.value("accuracy")
+        return all(a.value(c) <= b.value(c) for c in costs) and x - y > self.margin(x, y)
+
+
 def pareto_front(
-    records: Sequence[Record], objectives: Sequence[str], floor: ChanceFloor | None = None
+    records: Sequence[Record],
+    objectives: Sequence[str],
+    floor: ChanceFloor | None = None,
+    error: ScoreError | None = None,
 ) -> list[Record]:
     """Non-dominated architectures, sorted by the first cost (then accuracy); with a floor,
-    only among those whose accuracy is clearly above chance."""
+    only among those whose accuracy is clearly above chance. With `error`, a rescored front
+    also keeps the models no other beats by more than the score's error; one-shot scores
+    are not widened so (their supernet's bias, not sampling, sets their error)."""
     candidates = latest_per_arch(comparable(records))
     if floor is not None:
         candidates = [r for r in candidates if floor.keeps(r)]
     if not candidates:
         return []
-    F = objective_matrix(candidates, objectives)
-    front = NonDominatedSorting().do(F, only_non_dominated_front=True)
-    chosen = [candidates[int(i)] for i in front]
+    if error is not None and candidates[0].phase == RESCORE:
+        costs = [o for o in objectives if o != "accuracy"]
+        chosen = [b for b in candidates if not any(error.beats(a, b, costs) for a in candidates)]
+    else:
+        F = objective_matrix(candidates, objectives)
+        front = NonDominatedSorting().do(F, only_non_dominated_front=True)
+        chosen = [candidates[int(i)] for i in front]
     key = objectives[1] if len(objectives) > 1 else objectives[0]
     return sorted(chosen, key=lambda r: (r.value(key), -r.value("accuracy")))
+
+
+def within_error(front: Sequence[Record], objectives: Sequence[str]) -> dict[str, str]:
+    """The front's members kept only by the score's error, each with the member that
+    dominates it (the most accurate such): what a report marks as "within error of"."""
+    F = objective_matrix(front, objectives)
+    out: dict[str, str] = {}
+    for j, b in enumerate(front):
+        better = [i for i in range(len(front)) if (F[i] <= F[j]).all() and (F[i] < F[j]).any()]
+        if better:
+            best = max((front[i] for i in better), key=lambda r: r.value("accuracy"))
+            out[b.arch_id] = best.arch_id
+    return out
 
 
 def dropped(
@@ -108,7 +161,12 @@ def dropped(
     }
 
 
-def _row(r: Record, space_format, final: FinalLatencies | None = None) -> dict[str, Any]:
+def _row(
+    r: Record,
+    space_format,
+    final: FinalLatencies | None = None,
+    shadow: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     return {
         "arch_id": r.arch_id,
         "genotype": space_format(r.genotype),
@@ -117,12 +175,16 @@ def _row(r: Record, space_format, final: FinalLatencies | None = None) -> dict[s
         "step": r.step,
         "latency_how": r.extra.get("latency_how"),
         **(final.row_fields(r.arch_id) if final is not None else {}),
+        **({"within_error_of": shadow[r.arch_id]} if shadow and r.arch_id in shadow else {}),
     }
 
 
-def front_rows(front: Sequence[Record], space_format) -> list[dict[str, Any]]:
+def front_rows(
+    front: Sequence[Record], space_format, objectives: Sequence[str]
+) -> list[dict[str, Any]]:
     """The rows pareto.json lists for `front` (no final re-measurement)."""
-    return [_row(r, space_format) for r in front]
+    shadow = within_error(front, objectives)
+    return [_row(r, space_format, shadow=shadow) for r in front]
 
 
 Remeasure = Callable[[list[Record], Mapping[str, Record]], "FinalLatencies"]
@@ -137,23 +199,28 @@ def write_outputs(
     meta: Mapping[str, Any] | None = None,
     floor: ChanceFloor | None = None,
     remeasure: Remeasure | None = None,
+    error: ScoreError | None = None,
 ) -> list[Record]:
     """pareto.json, pareto.csv and pareto.png in run_dir; returns the front.
 
     `floor` keeps chance-level candidates off the front (pareto.json's "dropped" says how
-    many); `remeasure(front, references)` adds careful final latencies beside the objective.
+    many); `error` keeps rescored models within the score's error of a better one (each
+    row then says which, "within_error_of"); `remeasure(front, references)` adds careful
+    final latencies beside the objective.
     """
     references = references or {}
-    front = pareto_front(records, objectives, floor)
+    front = pareto_front(records, objectives, floor, error)
+    shadow = within_error(front, objectives)
     final = remeasure(front, references) if remeasure is not None else None
     doc = {
         "objectives": list(objectives),
         "units": {o: UNITS[o] for o in objectives},
         "evaluations": len(records),
         "architectures": len(latest_per_arch(records)),
-        "front": [_row(r, space_format, final) for r in front],
+        "front": [_row(r, space_format, final, shadow) for r in front],
         "references": {name: _row(r, space_format, final) for name, r in references.items()},
         **({"dropped": dropped(records, objectives, floor)} if floor is not None else {}),
+        **({"score_error": error.rule} if error is not None and shadow else {}),
         **(final.summary(front) if final is not None else {}),
         **dict(meta or {}),
     }
@@ -162,13 +229,17 @@ def write_outputs(
     fields = ["arch_id", "genotype", *objectives, "phase", "step", "latency_how"]
     if final is not None and final.latencies:
         fields.append("latency_ms_final")
+    if shadow:
+        fields.append("within_error_of")
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for row in doc["front"]:
         writer.writerow(row)
     write_atomic(run_dir / "pareto.csv", buf.getvalue().encode())
     if len(objectives) > 1:
-        plot_front(run_dir / "pareto.png", records, front, objectives[1], doc["references"])
+        strict = [r for r in front if r.arch_id not in shadow]
+        near = [r for r in front if r.arch_id in shadow]
+        plot_front(run_dir / "pareto.png", records, strict, objectives[1], doc["references"], near)
     return front
 
 
@@ -178,9 +249,10 @@ def plot_front(
     front: Sequence[Record],
     cost: str,
     references: Mapping[str, Mapping[str, Any]],
+    near: Sequence[Record] = (),
 ) -> None:
-    """Accuracy vs one cost: every architecture in grey, the front in colour, manual
-    architectures marked."""
+    """Accuracy vs one cost: every architecture in grey, the front in colour (those kept
+    within the score's error of it as open circles), manual architectures marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,6 +271,15 @@ def plot_front(
     xs = np.array([r.value(cost) for r in front])
     ys = np.array([100 * r.value("accuracy") for r in front])
     ax.plot(xs, ys, "o-", c="tab:blue", ms=5, drawstyle="steps-post", label="Pareto front")
+    if near:
+        ax.scatter(
+            [r.value(cost) for r in near],
+            [100 * r.value("accuracy") for r in near],
+            s=30,
+            facecolors="none",
+            edgecolors="tab:blue",
+            label=f"within the score's error ({len(near)})",
+        )
     for name, row in references.items():
         ax.scatter([row[cost]], [100 * row["accuracy"]], marker="*", s=120, zorder=5)
         ax.annotate(

@@ -21,6 +21,7 @@ import ray
 import ray.exceptions
 import torch
 
+from factory.allocator import keep_freed_memory
 from factory.search.scoring import Scorer, load_weights, weights_of
 from factory.spaces.base import Genotype, Supernet
 from targets.errors import UserError
@@ -44,6 +45,7 @@ def _score_task(scorer_box: list, scorer_key: str, weights_box: list, weights_ke
     """One candidate's accuracy. The references come in lists so that Ray does not fetch
     them for every task: a worker fetches a scorer or weights only when its key changed."""
     if _KEPT.get("scorer_key") != scorer_key:
+        keep_freed_memory()  # a worker's first task: it scores as fast as the driver would
         scorer: Scorer = ray.get(scorer_box[0])
         _KEPT.update(scorer_key=scorer_key, scorer=scorer, net=scorer.build_supernet())
         _KEPT.pop("weights_key", None)

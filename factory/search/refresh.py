@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from factory.run_report import load_pareto
-from factory.search.pareto import UNITS, ChanceFloor, dropped, front_rows, latest_per_arch
+from factory.search.pareto import (
+    UNITS,
+    ChanceFloor,
+    ScoreError,
+    dropped,
+    front_rows,
+    latest_per_arch,
+)
 from factory.search.pareto import pareto_front as compute_front
 from factory.search.store import DB_NAME, RunStore
 
@@ -56,7 +63,7 @@ def _recomputed(run_dir: Path, old: dict[str, Any] | None) -> dict[str, Any]:
     with RunStore(run_dir) as store:
         records = store.records()
     objectives = list(config.objectives)
-    front = compute_front(records, objectives, floor)
+    front = compute_front(records, objectives, floor, ScoreError(floor.val_images))
     had = old["evaluations"] if old is not None else 0
     keep = {"space", "strategy", "target", "total_units", "latency_objective", "floor"}
     return {
@@ -65,7 +72,7 @@ def _recomputed(run_dir: Path, old: dict[str, Any] | None) -> dict[str, Any]:
         "units": {o: UNITS[o] for o in objectives},
         "evaluations": len(records),
         "architectures": len(latest_per_arch(records)),
-        "front": front_rows(front, space.format),
+        "front": front_rows(front, space.format, objectives),
         "references": {},
         "dropped": dropped(records, objectives, floor),
         "stale": f"pareto.json holds {had} of the {len(records)} recorded evaluations"

@@ -42,7 +42,7 @@ from factory.search.interrupt import (
     UnitStart,
     stop_reason,
 )
-from factory.search.pareto import ChanceFloor, Remeasure, pareto_front, write_outputs
+from factory.search.pareto import ChanceFloor, Remeasure, ScoreError, pareto_front, write_outputs
 from factory.search.refine import REFINE, gap_neighbours
 from factory.search.remeasure import remeasure
 from factory.search.rescore import RESCORE, rescore_pool
@@ -446,6 +446,7 @@ def _write(
     return write_outputs(
         run.run_dir, records, run.config.objectives, run.space.format, refs, meta,
         floor=floor, remeasure=_final_latency(run, meta["stopped"]),
+        error=ScoreError(floor.val_images),
     )  # fmt: skip
 
 

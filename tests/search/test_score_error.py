@@ -1,0 +1,76 @@
+"""The rescored front keeps what its scores cannot tell apart: a model is dropped only when
+one costing no more scores clearly (one standard error of the difference) above it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from factory.cli.report_cmd import front_notes
+from factory.search.pareto import RESCORE, ScoreError, pareto_front, write_outputs
+from factory.spaces import get_space
+from tests.search.records import OBJECTIVES, records
+
+ERROR = ScoreError(val_images=5000)
+
+
+def rescored(*points: tuple[float, float]):
+    return [dataclasses.replace(r, phase=RESCORE) for r in records(*points)]
+
+
+def test_margin_is_the_standard_error_of_a_difference() -> None:
+    assert ERROR.margin(0.77, 0.77) == pytest.approx((2 * 0.77 * 0.23 / 5000) ** 0.5)
+    assert ERROR.margin(0.77, 0.77) == pytest.approx(0.0084, abs=1e-4)
+    assert ScoreError(500).margin(0.9, 0.8) == pytest.approx(((0.09 + 0.16) / 500) ** 0.5)
+    assert "n = 5000" in ERROR.rule
+
+
+def test_rescored_front_keeps_models_within_the_error_of_a_dominating_one() -> None:
+    # 0: fast and best; 1: slower, 0.5 points lower (within 0.84): kept;
+    # 2: slower, 2 points lower: dropped; 3: the slowest and the most accurate: on the front
+    recs = rescored((0.770, 1.0), (0.765, 1.1), (0.750, 1.2), (0.780, 2.0))
+    ids = [r.arch_id for r in recs]
+    strict = pareto_front(recs, OBJECTIVES)
+    assert [r.arch_id for r in strict] == [ids[0], ids[3]]
+    front = pareto_front(recs, OBJECTIVES, error=ERROR)
+    assert [r.arch_id for r in front] == [ids[0], ids[1], ids[3]]
+
+
+def test_one_shot_scores_are_not_widened() -> None:
+    recs = records((0.770, 1.0), (0.765, 1.1), (0.780, 2.0))
+    assert pareto_front(recs, OBJECTIVES, error=ERROR) == pareto_front(recs, OBJECTIVES)
+
+
+def test_equal_costs_still_need_a_clear_score_gap() -> None:
+    # the same latency: 0.3 points apart is noise, 3 points is not
+    recs = rescored((0.770, 1.0), (0.767, 1.0), (0.740, 1.0))
+    kept = {r.arch_id for r in pareto_front(recs, OBJECTIVES, error=ERROR)}
+    assert kept == {recs[0].arch_id, recs[1].arch_id}
+
+
+def test_outputs_and_report_say_which_model_shadows_each(tmp_path: Path) -> None:
+    recs = rescored((0.770, 1.0), (0.765, 1.1), (0.750, 1.2), (0.780, 2.0))
+    ids = [r.arch_id for r in recs]
+    space = get_space("shufflenet")
+    front = write_outputs(tmp_path, recs, OBJECTIVES, space.format, error=ERROR)
+    assert len(front) == 3
+    doc = json.loads((tmp_path / "pareto.json").read_text())
+    rows = {row["arch_id"]: row for row in doc["front"]}
+    assert rows[ids[1]]["within_error_of"] == ids[0]
+    assert "within_error_of" not in rows[ids[0]] and "within_error_of" not in rows[ids[3]]
+    assert doc["score_error"] == ERROR.rule
+    header = (tmp_path / "pareto.csv").read_text().splitlines()[0]
+    assert header.endswith("within_error_of")
+    note = [line for line in front_notes(doc) if line.startswith("~ 1 kept")]
+    assert note and f"{ids[1]} of {ids[0]}" in note[0]
+
+
+def test_without_error_nothing_is_marked(tmp_path: Path) -> None:
+    recs = rescored((0.770, 1.0), (0.765, 1.1))
+    write_outputs(tmp_path, recs, OBJECTIVES, get_space("shufflenet").format)
+    doc = json.loads((tmp_path / "pareto.json").read_text())
+    assert len(doc["front"]) == 1 and "score_error" not in doc
+    assert not any(line.startswith("~") for line in front_notes(doc))
