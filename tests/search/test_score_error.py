@@ -74,3 +74,24 @@ def test_without_error_nothing_is_marked(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "pareto.json").read_text())
     assert len(doc["front"]) == 1 and "score_error" not in doc
     assert not any(line.startswith("~") for line in front_notes(doc))
+
+
+def test_a_front_recomputed_from_the_database_keeps_the_same_models(tmp_path: Path) -> None:
+    # what `factory report` shows after a SIGKILL in the rescoring (refresh.py)
+    from factory.search.config import SearchConfig
+    from factory.search.refresh import current_front
+    from factory.search.store import RunStore, save_config
+
+    recs = rescored((0.770, 1.0), (0.765, 1.1), (0.750, 1.2), (0.780, 2.0))
+    ids = [r.arch_id for r in recs]
+    save_config(tmp_path, dataclasses.asdict(SearchConfig(space="shufflenet")))
+    floor = {"num_classes": 10, "val_images": 5000}
+    stale = {"objectives": list(OBJECTIVES), "evaluations": 0, "architectures": 0,
+             "front": [], "references": {}, "floor": floor}  # fmt: skip
+    (tmp_path / "pareto.json").write_text(json.dumps(stale))
+    with RunStore(tmp_path) as store:
+        store.add_many(recs)
+    doc = current_front(tmp_path)
+    assert "stale" in doc
+    assert [row["arch_id"] for row in doc["front"]] == [ids[0], ids[1], ids[3]]
+    assert doc["front"][1]["within_error_of"] == ids[0]
