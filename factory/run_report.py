@@ -169,8 +169,7 @@ def _front(run_dir: Path, out: Path, doc: dict[str, Any], done: dict[str, str]) 
 
     parts = [
         f"## Search front\n\n{len(doc['front'])} of {doc.get('architectures', '?')} "
-        "architectures are Pareto-optimal (validation accuracy from shared supernet "
-        "weights, not yet trained alone)."
+        f"architectures are on the front. {_scored_how(doc)}"
     ]
     if (run_dir / "pareto.png").is_file():
         parts.append(f"![Pareto front]({_link(run_dir / 'pareto.png', out)})")
@@ -185,6 +184,26 @@ def _front(run_dir: Path, out: Path, doc: dict[str, Any], done: dict[str, str]) 
         parts.append("Manual reference architectures, measured the same way:")
         parts.append(_table(["name", "arch_id", *objectives, "genotype"], rows))
     return "\n\n".join(parts)
+
+
+def _scored_how(doc: dict[str, Any]) -> str:
+    """Where the front's accuracies come from, so nobody reads them as trained accuracies."""
+    if "tabular" in doc:
+        return f"Accuracies and costs are looked up in the {doc['tabular']['benchmark']} table."
+    if not any(r.get("phase") == "rescore" for r in doc["front"]):  # pareto.RESCORE
+        return "Validation accuracy with the shared supernet weights, not yet trained alone."
+    steps = (doc.get("rescore") or {}).get("steps", "?")
+    near = sum(1 for r in doc["front"] if r.get("within_error_of"))
+    return (
+        f"Validation accuracy after each was fine-tuned on its own for {steps} steps from the "
+        "supernet's weights (the final rescoring), not yet trained alone"
+        + (
+            f"; {near} of them stay because their score is within its error of a model that "
+            "dominates them (see the found column)."
+            if near
+            else "."
+        )
+    )
 
 
 def _found(row: dict[str, Any]) -> str:

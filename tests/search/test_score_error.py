@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from factory.cli.report_cmd import front_notes
+from factory.run_report import write_report
 from factory.search.pareto import RESCORE, ScoreError, pareto_front, write_outputs
 from factory.spaces import get_space
 from tests.search.records import OBJECTIVES, records
@@ -66,6 +67,15 @@ def test_outputs_and_report_say_which_model_shadows_each(tmp_path: Path) -> None
     assert header.endswith("within_error_of")
     note = [line for line in front_notes(doc) if line.startswith("~ 1 kept")]
     assert note and f"{ids[1]} of {ids[0]}" in note[0]
+    page = write_report(tmp_path).read_text()  # report.md says how the front was scored
+    assert "fine-tuned on its own" in page and "1 of them stay because" in page
+    assert "shared supernet weights" not in page
+
+
+def test_a_one_shot_front_says_its_scores_are_shared_weights(tmp_path: Path) -> None:
+    write_outputs(tmp_path, records((0.77, 1.0)), OBJECTIVES, get_space("shufflenet").format)
+    page = write_report(tmp_path).read_text()
+    assert "with the shared supernet weights" in page and "fine-tuned" not in page
 
 
 def test_without_error_nothing_is_marked(tmp_path: Path) -> None:
