@@ -14,9 +14,10 @@ def examples(*lines: str, duration: str | None = None) -> str:
 SEARCH = examples(
     "factory search --space shufflenet --generations 2 --out runs/try",
     "factory search --resume runs/try        # after Ctrl-C, SIGTERM or a crash",
-    duration="Duration: the default quick preset takes about 15-30 min on a 2-core CPU "
-    "(--threads 1, nothing else running; slower CPUs the longer); --time 20m caps the "
-    "generations, then the final rescoring takes a few minutes more.",
+    duration="Duration: the default quick preset takes about 15-20 min on a quiet 2-core CPU "
+    "with the default threads (all cores), up to 30 min with --threads 1 (which keeps a "
+    "shared machine usable); --time 20m caps the generations, then the final rescoring "
+    "takes a few minutes more.",
 )
 REPORT = examples(
     "factory report runs/try",
