@@ -61,6 +61,13 @@ def baselines() -> list[Row]:
          f">= {GOAL_DOMINATED} of {n}", f"{k} of {n}", k >= GOAL_DOMINATED, "baselines.md"),
     ]  # fmt: skip
     g = d.get("flagship")
+    if not g:
+        rows.append(
+            (f"flagship: a searched model >= 94.0 % and faster than {FLAGSHIP_RIVAL}",
+             ">= 94.0 % and < 1x", "not attempted: this page has no long-trained run "
+             "(`bench/baselines.py measure --long RUN`, 10+ epochs: a GPU's work; none was "
+             "lent)", False, "baselines.md")
+        )  # fmt: skip
     if g:
         t = g["timing"]
         rows += [
