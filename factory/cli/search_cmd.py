@@ -63,7 +63,12 @@ def search(
     ] = None,
     time_budget: Annotated[
         str | None,
-        typer.Option("--time", help="Stop after this much time, e.g. 20m; resumable."),
+        typer.Option(
+            "--time",
+            help="Start no generation or controller step that would end after this much "
+            "time (forecast from those run so far), e.g. 20m; the front's refinement and "
+            "rescoring follow (~4.5 min for the quick preset on 2 cores). Resumable.",
+        ),
     ] = None,
     init: Annotated[
         list[str] | None,

@@ -15,7 +15,7 @@ import pytest
 
 from factory.search.config import SearchConfig
 from factory.search.pareto import latest_per_arch
-from factory.search.runner import run_search
+from factory.search.runner import overruns, run_search
 from factory.search.store import RunStore
 from targets.errors import UserError
 from tests.tiny_run import TINY
@@ -130,3 +130,27 @@ def test_sigkill_then_resume_keeps_every_evaluation(tmp_path: Path) -> None:
     )
     assert other.returncode == 2
     assert "units: 3 -> 9" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_time_budget_forecasts_the_next_unit() -> None:
+    # no unit run yet: only a spent budget stops; then the mean unit must still fit
+    assert not overruns(99.0, [], 100.0) and overruns(100.0, [], 100.0)
+    assert not overruns(60.0, [20.0, 30.0], 100.0)  # 60 + 25 fits in 100
+    assert overruns(80.0, [20.0, 30.0], 100.0)  # 80 + 25 would end at 105
+
+
+def test_time_budget_stops_a_real_run_and_still_writes_its_front(tmp_path: Path) -> None:
+    # a unit of this run takes about a second; the budget leaves time for none after the
+    # first (the setup alone spends most of it), so the run stops early, front written
+    config = SearchConfig(
+        **TINY,
+        strategy="random",
+        units=50,
+        time_budget_s=1.0,
+        strategy_config={"samples_per_unit": 3, "warmup_epochs": 0.25},
+    )
+    result = run_search(config, tmp_path / "r", quiet=True)
+    assert result.stopped == "time budget of 1 s reached"
+    assert result.units_done < result.total_units
+    doc = json.loads((tmp_path / "r" / "pareto.json").read_text())
+    assert doc["stopped"] == result.stopped and doc["units_done"] == result.units_done
