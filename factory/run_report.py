@@ -193,9 +193,11 @@ def _scored_how(doc: dict[str, Any]) -> str:
     if not any(r.get("phase") == "rescore" for r in doc["front"]):  # pareto.RESCORE
         return "Validation accuracy with the shared supernet weights, not yet trained alone."
     steps = (doc.get("rescore") or {}).get("steps", "?")
+    images = (doc.get("rescore") or {}).get("images")
+    on = f" on {images:,} held-out images" if images else ""
     near = sum(1 for r in doc["front"] if r.get("within_error_of"))
     return (
-        f"Validation accuracy after each was fine-tuned on its own for {steps} steps from the "
+        f"Accuracy{on} after each was fine-tuned on its own for {steps} steps from the "
         "supernet's weights (the final rescoring), not yet trained alone"
         + (
             f"; {near} of them stay because their score is within its error of a model that "

@@ -20,6 +20,7 @@ TINY: dict[str, Any] = dict(
     calib_steps=1,
     refine=0,  # tests/search/test_refine.py runs it
     rescore=0,  # tests/search/test_rescore.py runs it
+    rescore_images=None,  # on val_size's images, as the generations; test_rescore.py: more
 )
 
 

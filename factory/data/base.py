@@ -117,6 +117,9 @@ class DataSplits:
     train: Split
     val: Split
     test: Split
+    # training images a `limit_train` left out: never trained on, so a search's final
+    # rescoring may score on them beside val (factory/search/scoring.py); None: none left
+    spare: Split | None = None
 
 
 def in_memory_source(
@@ -159,17 +162,28 @@ def split_indices(
 
 
 def carve_splits(
-    pool: Split, val_fraction: float, seed: int, limit_train: int | None = None
-) -> tuple[Split, Split]:
-    """(train, val) from the pool; same seed, same split. `limit_train` keeps a seeded subset."""
+    pool: Split,
+    val_fraction: float,
+    seed: int,
+    limit_train: int | None = None,
+    keep_spare: int = 0,
+) -> tuple[Split, Split, Split | None]:
+    """(train, val, spare) from the pool; same seed, same split. `limit_train` keeps a seeded
+    subset of the training images; spare holds up to `keep_spare` of the others, a seeded
+    draw (None: none kept; only what is asked for, as each kept image is a copy)."""
     rng = np.random.default_rng(seed)
     train_idx, val_idx = split_indices(len(pool), val_fraction, rng)
+    spare = None
     if limit_train is not None:
         if limit_train < 1:
             raise UserError(f"limit on training samples must be at least 1, got {limit_train}")
         if limit_train < len(train_idx):  # drawn after val, so val does not depend on it
-            train_idx = np.sort(rng.choice(train_idx, size=limit_train, replace=False))
-    return pool.subset(torch.from_numpy(train_idx)), pool.subset(torch.from_numpy(val_idx))
+            kept = np.sort(rng.choice(train_idx, size=limit_train, replace=False))
+            rest = rng.permutation(np.setdiff1d(train_idx, kept))[:keep_spare]  # after train
+            spare = pool.subset(torch.from_numpy(rest)) if len(rest) else None
+            train_idx = kept
+    train, val = pool.subset(torch.from_numpy(train_idx)), pool.subset(torch.from_numpy(val_idx))
+    return train, val, spare
 
 
 def load_dataset(
@@ -180,15 +194,17 @@ def load_dataset(
     download: bool = False,
     limit_train: int | None = None,
     image_size: int | ImageSize | None = None,
+    keep_spare: int = 0,
 ) -> DataSplits:
-    """The named dataset split into train/val/test; `image_size` is (H, W) or one side."""
+    """The named dataset split into train/val/test; `image_size` is (H, W) or one side;
+    `keep_spare` training images that `limit_train` leaves out are kept as `spare`."""
     canonical = DATASETS.resolve(name)
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     if size is not None and min(size) < 1:
         raise UserError(f"image size must be positive, got {image_size}")
     root_path = Path(root).expanduser() if root is not None else None
     source = DATASETS.get(canonical)(root_path, download, size)
-    train, val = carve_splits(source.pool, val_fraction, seed, limit_train)
+    train, val, spare = carve_splits(source.pool, val_fraction, seed, limit_train, keep_spare)
     info = DatasetInfo(
         name=canonical,
         input_shape=source.input_shape,
@@ -199,7 +215,7 @@ def load_dataset(
         val_size=len(val),
         test_size=len(source.test),
     )
-    return DataSplits(info=info, train=train, val=val, test=source.test)
+    return DataSplits(info=info, train=train, val=val, test=source.test, spare=spare)
 
 
 def check_native_size(name: str, native: ImageSize, image_size: ImageSize | None) -> None:

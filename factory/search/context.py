@@ -79,7 +79,7 @@ class RunContext:
         self.scorer = Scorer.of(space, space_options or {}, data.train, data.val, settings)
         self._version, self._previous_key = 0, ""  # names of the weights for the executor
         self.cheap_scorer = self.scorer.cheapened()
-        self.finetune_scorer = self.scorer.finetuned(data.train)
+        self.finetune_scorer = self.scorer.finetuned(data.train, data.spare)
         self.signals: StopSignals | None = None  # set by the runner while its loop runs
         self.journal = UnitJournal()  # what the current unit has done
         self.resumed = UnitJournal()  # what it had done before a resume (skipped)
@@ -167,6 +167,11 @@ class RunContext:
     def val_images(self) -> int:
         """How many validation images score a candidate."""
         return len(self.scorer.val)
+
+    @property
+    def rescore_images(self) -> int:
+        """How many images score a rescored candidate."""
+        return len(self.finetune_scorer.val)
 
     # --- helpers ------------------------------------------------------------------------
     def begin_unit(self, resumed: UnitJournal | None = None) -> None:

@@ -81,9 +81,10 @@ class ChanceFloor:
 class ScoreError:
     """How far apart two rescored accuracies must be before the front may drop the worse.
 
-    Two candidates scored on the same n validation images differ by sampling error alone
+    Two candidates scored on the same n held-out images differ by sampling error alone
     with standard error sqrt((a (1 - a) + b (1 - b)) / n): 0.84 points at 77 % on 5,000
-    images, more than the gaps between the networks a rescored front chooses among. So the
+    images, more than the gaps between the networks a rescored front chooses among (0.42
+    on the 20,000 a rescoring scores on by default, `SearchConfig.rescore_images`). So the
     rescored front keeps a model unless one at most as costly scores more than `sigmas` such
     errors above it: it drops only what the scores show to be worse (a cheaper variant of
     MobileNetV2@0.5 that trained above it had been dropped for 0.46 points, docs/search.md).
@@ -96,7 +97,7 @@ class ScoreError:
     def rule(self) -> str:
         return (
             f"kept unless a model costing no more scores {self.sigmas:g} "
-            f"sqrt((a (1 - a) + b (1 - b)) / n) higher, n = {self.val_images} validation images"
+            f"sqrt((a (1 - a) + b (1 - b)) / n) higher, n = {self.val_images} held-out images"
         )
 
     def margin(self, a: float, b: float) -> float:

@@ -63,7 +63,8 @@ def _recomputed(run_dir: Path, old: dict[str, Any] | None) -> dict[str, Any]:
     with RunStore(run_dir) as store:
         records = store.records()
     objectives = list(config.objectives)
-    front = compute_front(records, objectives, floor, ScoreError(floor.val_images))
+    scored = (old or {}).get("rescore", {}).get("images", floor.val_images)  # n of rescores
+    front = compute_front(records, objectives, floor, ScoreError(scored))
     had = old["evaluations"] if old is not None else 0
     keep = {"space", "strategy", "target", "total_units", "latency_objective", "floor"}
     return {

@@ -34,8 +34,9 @@ class RunResult:
     rank: int = 0  # of a data-parallel run: only rank 0 has the front and the outputs
 
 
-def load_data(config: SearchConfig, download: bool = False) -> DataSplits:
-    """The run's dataset splits (`download`: fetch it when it is not on this machine)."""
+def load_data(config: SearchConfig, download: bool = False, spare: bool = False) -> DataSplits:
+    """The run's dataset splits (`download`: fetch it when it is not on this machine;
+    `spare`: keep the training images its final rescoring scores on beside val)."""
     from factory.data import load_dataset
 
     return load_dataset(
@@ -44,6 +45,7 @@ def load_data(config: SearchConfig, download: bool = False) -> DataSplits:
         seed=config.seed,
         download=download,
         limit_train=config.train_size,
+        keep_spare=(config.rescore_images or 0) if spare and config.rescore > 0 else 0,
     )
 
 

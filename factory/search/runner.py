@@ -124,6 +124,7 @@ class _Run:
                 calib_steps=config.calib_steps,
                 val_size=config.val_size,
                 finetune_steps=rescore_steps(config, len(self.data.train)),
+                finetune_val_size=config.rescore_images,
             ),
             costs=costs,
             store=store,
@@ -254,7 +255,7 @@ def run_search(
         if done is not None:
             return done  # a finished run says so; nothing is measured or rewritten again
         with status(f"loading {config.dataset}", quiet or not main):
-            data = load_data(config, download)  # a missing dataset fails before any write
+            data = load_data(config, download, spare=True)  # fails before any write if missing
         where = executor or ExecutorSpec()
         # joined before anything is written: a cluster that does not answer leaves no run
         resources = farm_resources(get_target(config.target))
@@ -364,6 +365,7 @@ def _loop(run: _Run, start: int, quiet: bool) -> RunResult:
         "rescore": {
             "candidates": sum(r.phase == RESCORE for r in records),
             "steps": run.ctx.settings.finetune_steps,
+            "images": run.ctx.rescore_images,  # each scored on (val, then spare training)
             "lr": run.ctx.settings.finetune_lr,
             # networks whose cheaper neighbours were rescored too, how many each (challenge.py)
             "challenge": list(run.config.challenge or ()),
@@ -449,7 +451,7 @@ def _write(
     return write_outputs(
         run.run_dir, records, run.config.objectives, run.space.format, refs, meta,
         floor=floor, remeasure=_final_latency(run, meta["stopped"]),
-        error=ScoreError(floor.val_images),
+        error=ScoreError(run.ctx.rescore_images),
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from factory.data import Split, iterate_batches
+from factory.data import Split, TensorSplit, iterate_batches
 from factory.spaces.base import Genotype, InputSpec, SearchSpace, Supernet
 from factory.supernet import evaluate_genotype, finetune_path
 
@@ -35,6 +35,8 @@ class EvalSettings:
     # first trains this many batches on its own, from a copy of the shared weights
     finetune_steps: int = 50
     finetune_lr: float = 0.05  # the supernet's own; 0.02 ranked a little worse (docs/search.md)
+    # and scores it on this many images: val_size's, then spare training images (None: those)
+    finetune_val_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,22 @@ class Scorer:
         val = self.val.subset(torch.arange(min(s.cheap_val_size, len(self.val))))
         return replace(self, val=val, settings=replace(s, calib_steps=s.cheap_calib_steps))
 
-    def finetuned(self, train: Split) -> Scorer:
+    def finetuned(self, train: Split, spare: Split | None = None) -> Scorer:
         """The scorer of the final rescoring: every candidate's path first trains
-        `finetune_steps` batches of `train` on its own (the same batches for every one)."""
-        return replace(self, tune=train)
+        `finetune_steps` batches of `train` on its own (the same batches for every one),
+        then is scored on `finetune_val_size` images: this scorer's, then `spare`'s."""
+        n = self.settings.finetune_val_size
+        if n is None:
+            return replace(self, tune=train)
+        xs: list[torch.Tensor] = []
+        ys: list[torch.Tensor] = []
+        for split in [self.val] if spare is None else [self.val, spare]:
+            k = min(len(split), n - sum(len(y) for y in ys))
+            if k > 0:
+                x, y = split.take(torch.arange(k))
+                xs.append(x)
+                ys.append(y)
+        return replace(self, tune=train, val=TensorSplit(torch.cat(xs), torch.cat(ys)))
 
     def build_supernet(self) -> Supernet:
         """A fresh supernet of the space, laid out as the run's (channels-last)."""

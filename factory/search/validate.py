@@ -37,6 +37,8 @@ def check_run_options(config: SearchConfig) -> None:
         raise UserError(f"--rescore must be >= 0 (0: no rescoring), got {config.rescore}")
     if config.rescore_steps < 1:
         raise UserError(f"--rescore-steps must be >= 1, got {config.rescore_steps}")
+    if config.rescore_images is not None and config.rescore_images < 1:
+        raise UserError(f"--rescore-images must be >= 1, got {config.rescore_images}")
     if config.challengers < 0:
         raise UserError(f"--challengers must be >= 0 (0: none), got {config.challengers}")
     lo, hi = config.f_min, config.f_max

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from factory.data import iterate_batches, load_dataset
+from factory.data import TensorSplit, carve_splits, iterate_batches, load_dataset
 from factory.search.config import SearchConfig
 from factory.search.pareto import ChanceFloor, ScoreError, pareto_front
 from factory.search.rescore import RESCORE, rescore_pool
 from factory.search.resolve import resolve
 from factory.search.runner import rescore_steps, run_search
+from factory.search.scoring import EvalSettings, Scorer
 from factory.search.store import RunStore
 from factory.spaces import get_space
 from factory.supernet import SupernetTrainConfig, accuracy, finetune_path, train_epoch
@@ -86,6 +88,33 @@ def test_rescore_settings_are_checked() -> None:
         resolve(SearchConfig(**{**TINY, "rescore": -1}))
     with pytest.raises(UserError, match="--rescore-steps"):
         resolve(SearchConfig(**{**TINY, "rescore": 2, "rescore_steps": 0}))
+    with pytest.raises(UserError, match="--rescore-images must be >= 1, got 0"):
+        resolve(SearchConfig(**{**TINY, "rescore": 2, "rescore_images": 0}))
+
+
+def test_rescoring_scores_on_val_then_images_the_search_left_out() -> None:
+    # a pool whose image i is filled with the value i: where each image came from shows
+    pool = TensorSplit(torch.arange(100.0).view(100, 1, 1, 1), torch.arange(100) % 10)
+    train, val, spare = carve_splits(pool, 0.1, seed=3, limit_train=30, keep_spare=25)
+    ids = {name: set(s.take(torch.arange(len(s)))[0].flatten().int().tolist())
+           for name, s in (("train", train), ("val", val), ("spare", spare))}  # fmt: skip
+    assert [len(ids[k]) for k in ("train", "val", "spare")] == [30, 10, 25]
+    assert not (ids["train"] & ids["spare"] or ids["val"] & ids["spare"])  # never trained on
+    # keeping spare images changes neither train nor val: a run's splits stay as they were
+    plain = carve_splits(pool, 0.1, seed=3, limit_train=30)
+    assert torch.equal(plain[0].take(torch.arange(30))[0], train.take(torch.arange(30))[0])
+    assert plain[2] is None and carve_splits(pool, 0.1, seed=3, keep_spare=25)[2] is None
+
+    scorer = Scorer("shufflenet", get_space("shufflenet").spec, val, train, EvalSettings())
+    as_before = scorer.finetuned(train, spare)  # finetune_val_size None: the generations'
+    assert as_before.val is scorer.val and as_before.tune is train
+    wide = replace(scorer, settings=EvalSettings(finetune_val_size=18)).finetuned(train, spare)
+    seen = wide.val.take(torch.arange(len(wide.val)))[0].flatten().int().tolist()
+    expect = [*val.take(torch.arange(10))[0].flatten().int().tolist(),
+              *spare.take(torch.arange(8))[0].flatten().int().tolist()]  # fmt: skip
+    assert seen == expect  # all of val, then the first spare images
+    narrow = replace(scorer, settings=EvalSettings(finetune_val_size=4)).finetuned(train, spare)
+    assert len(narrow.val) == 4  # fewer than val: its first images
 
 
 @pytest.mark.skipif(not FMNIST.exists(), reason="needs dataset-fashion-mnist")
@@ -93,9 +122,10 @@ def test_rescored_run_and_ctrl_c_in_rescoring_resumes_to_the_same_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = {"samples_per_unit": 6, "warmup_epochs": 12}
+    # scored on its 128 validation images and 64 training images the search left out
     config = SearchConfig(
         **{**TINY, "strategy": "random", "units": 1, "strategy_config": settings,
-           "batch_size": 32, "rescore": 3, "rescore_steps": 20}
+           "batch_size": 32, "rescore": 3, "rescore_steps": 20, "rescore_images": 192}
     )  # fmt: skip
     run_search(config, tmp_path / "reference", quiet=True)
     with RunStore(tmp_path / "reference") as store:
@@ -105,7 +135,7 @@ def test_rescored_run_and_ctrl_c_in_rescoring_resumes_to_the_same_records(
     one_shot = {r.arch_id: r.value("accuracy") for r in recs if r.phase != RESCORE}
     assert {r.arch_id for r in rescored} <= set(one_shot)  # the pool's, none new
     doc = json.loads((tmp_path / "reference" / "pareto.json").read_text())
-    front = pareto_front(recs, config.objectives, error=ScoreError(doc["floor"]["val_images"]))
+    front = pareto_front(recs, config.objectives, error=ScoreError(doc["rescore"]["images"]))
     assert front and {r.arch_id for r in front} <= {r.arch_id for r in rescored}
     assert {r.arch_id for r in pareto_front(recs, config.objectives)} <= {r.arch_id for r in front}
     assert {row["arch_id"] for row in doc["front"]} == {r.arch_id for r in front}
@@ -113,6 +143,7 @@ def test_rescored_run_and_ctrl_c_in_rescoring_resumes_to_the_same_records(
     assert doc["rescore"] == {
         "candidates": 3,
         "steps": 8,
+        "images": 192,
         "lr": 0.05,
         "challenge": [],
         "challengers": 0,
