@@ -132,10 +132,10 @@ def search(
             min=0,
             help="Images each rescored candidate is scored on: the --val-size images, then "
             "training images the search did not train on (--train-size leaves them out). "
-            "5,000 left a standard error above the gaps between the models a front chooses "
-            "among. 0: the --val-size images alone, as the generations.",
+            "0 (default): the --val-size images alone, as the generations. 20000 halves the "
+            "sampling error that decides near-ties, for an estimated 2 min more on 2 cores.",
         ),
-    ] = 20000,
+    ] = 0,
     challenge: Annotated[
         list[str] | None,
         typer.Option(
