@@ -194,7 +194,9 @@ def _scored_how(doc: dict[str, Any]) -> str:
         return "Validation accuracy with the shared supernet weights, not yet trained alone."
     steps = (doc.get("rescore") or {}).get("steps", "?")
     images = (doc.get("rescore") or {}).get("images")
-    on = f" on {images:,} held-out images" if images else ""
+    val = (doc.get("floor") or {}).get("val_images", images)
+    kind = "held-out" if images and val and images > val else "validation"
+    on = f" on {images:,} {kind} images" if images else ""
     near = sum(1 for r in doc["front"] if r.get("within_error_of"))
     return (
         f"Accuracy{on} after each was fine-tuned on its own for {steps} steps from the "

@@ -91,13 +91,15 @@ class ScoreError:
     """
 
     val_images: int
+    spare: bool = False  # training images the search left out were scored on too
     sigmas: ClassVar[float] = 1.0
 
     @property
     def rule(self) -> str:
+        what = "held-out" if self.spare else "validation"
         return (
             f"kept unless a model costing no more scores {self.sigmas:g} "
-            f"sqrt((a (1 - a) + b (1 - b)) / n) higher, n = {self.val_images} held-out images"
+            f"sqrt((a (1 - a) + b (1 - b)) / n) higher, n = {self.val_images} {what} images"
         )
 
     def margin(self, a: float, b: float) -> float:

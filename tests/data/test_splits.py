@@ -38,8 +38,8 @@ def test_split_indices_sizes_and_disjoint(n: int, fraction: float, n_val: int) -
 
 def test_same_seed_same_split_other_seed_other_split() -> None:
     pool = _indexed_pool(200)
-    (t0, v0), (t0b, v0b) = carve_splits(pool, 0.1, seed=0), carve_splits(pool, 0.1, seed=0)
-    _, v1 = carve_splits(pool, 0.1, seed=1)
+    (t0, v0, _), (t0b, v0b, _) = carve_splits(pool, 0.1, seed=0), carve_splits(pool, 0.1, seed=0)
+    _, v1, _ = carve_splits(pool, 0.1, seed=1)
     assert _ids(v0) == _ids(v0b) and _ids(t0) == _ids(t0b)
     assert _ids(v0) != _ids(v1)
     assert not set(_ids(t0)) & set(_ids(v0)) and len(_ids(t0)) + len(_ids(v0)) == 200
@@ -47,12 +47,26 @@ def test_same_seed_same_split_other_seed_other_split() -> None:
 
 def test_limit_train_is_a_seeded_subset_that_leaves_val_alone() -> None:
     pool = _indexed_pool(300)
-    full_train, full_val = carve_splits(pool, 0.1, seed=4)
-    train, val = carve_splits(pool, 0.1, seed=4, limit_train=50)
-    again, _ = carve_splits(pool, 0.1, seed=4, limit_train=50)
+    full_train, full_val, _ = carve_splits(pool, 0.1, seed=4)
+    train, val, _ = carve_splits(pool, 0.1, seed=4, limit_train=50)
+    again, _, _ = carve_splits(pool, 0.1, seed=4, limit_train=50)
     assert len(train) == 50 and _ids(train) == _ids(again)
     assert set(_ids(train)) <= set(_ids(full_train)) and _ids(val) == _ids(full_val)
     assert len(carve_splits(pool, 0.1, seed=4, limit_train=10_000)[0]) == 270  # no padding
+
+
+def test_spare_holds_training_images_the_limit_left_out() -> None:
+    # what a search's final rescoring may score on beside val (--rescore-images)
+    pool = _indexed_pool(100)
+    train, val, spare = carve_splits(pool, 0.1, seed=3, limit_train=30, keep_spare=25)
+    assert spare is not None and [len(train), len(val), len(spare)] == [30, 10, 25]
+    assert not set(_ids(spare)) & (set(_ids(train)) | set(_ids(val)))  # never trained on
+    assert _ids(spare) == _ids(carve_splits(pool, 0.1, seed=3, limit_train=30, keep_spare=25)[2])
+    # keeping them changes neither train nor val: a run's splits stay as they were
+    plain_train, plain_val, none = carve_splits(pool, 0.1, seed=3, limit_train=30)
+    assert none is None and _ids(plain_train) == _ids(train) and _ids(plain_val) == _ids(val)
+    assert len(carve_splits(pool, 0.1, seed=3, limit_train=30, keep_spare=999)[2]) == 60
+    assert carve_splits(pool, 0.1, seed=3, keep_spare=25)[2] is None  # no limit: none left
 
 
 @pytest.mark.parametrize(("fraction", "limit"), [(1.0, None), (-0.1, None), (0.1, 0)])

@@ -40,6 +40,11 @@ def test_rescored_front_keeps_models_within_the_error_of_a_dominating_one() -> N
     assert [r.arch_id for r in front] == [ids[0], ids[1], ids[3]]
 
 
+def test_the_rule_names_the_images_it_was_scored_on() -> None:
+    assert ERROR.rule.endswith("n = 5000 validation images")
+    assert ScoreError(20000, spare=True).rule.endswith("n = 20000 held-out images")
+
+
 def test_one_shot_scores_are_not_widened() -> None:
     recs = records((0.770, 1.0), (0.765, 1.1), (0.780, 2.0))
     assert pareto_front(recs, OBJECTIVES, error=ERROR) == pareto_front(recs, OBJECTIVES)
