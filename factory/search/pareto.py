@@ -84,10 +84,10 @@ class ScoreError:
     Two candidates scored on the same n held-out images differ by sampling error alone
     with standard error sqrt((a (1 - a) + b (1 - b)) / n): 0.84 points at 77 % on 5,000
     images, more than the gaps between the networks a rescored front chooses among (0.42
-    on 20,000, `SearchConfig.rescore_images`). So the
-    rescored front keeps a model unless one at most as costly scores more than `sigmas` such
-    errors above it: it drops only what the scores show to be worse (a cheaper variant of
-    MobileNetV2@0.5 that trained above it had been dropped for 0.46 points, docs/search.md).
+    on 20,000, `SearchConfig.rescore_images`). So the rescored front keeps a model unless
+    one at most as costly scores more than `sigmas` such errors above it: it drops only what
+    the scores show to be worse (a cheaper variant of MobileNetV2@0.5 that trained above it
+    had been dropped for 0.46 points, docs/search.md).
     """
 
     val_images: int
