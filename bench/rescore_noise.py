@@ -62,9 +62,10 @@ def replay(args: argparse.Namespace) -> list[tuple[int, str, float, float]]:
     plain = Scorer.of(space, config.space_options, data.train, data.val, settings)
     wide = plain.finetuned(data.train, data.spare)
     device = torch.device("cpu")
+    models = genotypes(args.run, space, args.models)
     rows = []
     for order in args.orders:
-        for name, g in genotypes(args.run, space, args.models).items():
+        for name, g in models.items():
             began = time.perf_counter()
             batches = endless_batches(data.train, config.batch_size,
                                       torch.Generator().manual_seed(order))  # fmt: skip

@@ -179,8 +179,9 @@ def carve_splits(
             raise UserError(f"limit on training samples must be at least 1, got {limit_train}")
         if limit_train < len(train_idx):  # drawn after val, so val does not depend on it
             kept = np.sort(rng.choice(train_idx, size=limit_train, replace=False))
-            rest = rng.permutation(np.setdiff1d(train_idx, kept))[:keep_spare]  # after train
-            spare = pool.subset(torch.from_numpy(rest)) if len(rest) else None
+            if keep_spare > 0:  # drawn after train, so train does not depend on it
+                rest = rng.permutation(np.setdiff1d(train_idx, kept))[:keep_spare]
+                spare = pool.subset(torch.from_numpy(rest)) if len(rest) else None
             train_idx = kept
     train, val = pool.subset(torch.from_numpy(train_idx)), pool.subset(torch.from_numpy(val_idx))
     return train, val, spare
