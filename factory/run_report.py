@@ -188,6 +188,8 @@ def _front(run_dir: Path, out: Path, doc: dict[str, Any], done: dict[str, str]) 
 
 def _scored_how(doc: dict[str, Any]) -> str:
     """Where the front's accuracies come from, so nobody reads them as trained accuracies."""
+    from factory.search.pareto import ScoreError  # here: a report needs no torch otherwise
+
     if "tabular" in doc:
         return f"Accuracies and costs are looked up in the {doc['tabular']['benchmark']} table."
     if not any(r.get("phase") == "rescore" for r in doc["front"]):  # pareto.RESCORE
@@ -195,8 +197,7 @@ def _scored_how(doc: dict[str, Any]) -> str:
     steps = (doc.get("rescore") or {}).get("steps", "?")
     images = (doc.get("rescore") or {}).get("images")
     val = (doc.get("floor") or {}).get("val_images", images)
-    kind = "held-out" if images and val and images > val else "validation"
-    on = f" on {images:,} {kind} images" if images else ""
+    on = f" on {images:,} {ScoreError.of(images, val or images).kind} images" if images else ""
     near = sum(1 for r in doc["front"] if r.get("within_error_of"))
     return (
         f"Accuracy{on} after each was fine-tuned on its own for {steps} steps from the "

@@ -94,12 +94,22 @@ class ScoreError:
     spare: bool = False  # training images the search left out were scored on too
     sigmas: ClassVar[float] = 1.0
 
+    @classmethod
+    def of(cls, images: int, val_images: int) -> ScoreError:
+        """The error of scores on `images`: more than the run's `val_images` means the
+        rescoring added training images the search left out (`--rescore-images`)."""
+        return cls(images, images > val_images)
+
+    @property
+    def kind(self) -> str:
+        """What the scored images were, in the words reports use."""
+        return "held-out" if self.spare else "validation"
+
     @property
     def rule(self) -> str:
-        what = "held-out" if self.spare else "validation"
         return (
             f"kept unless a model costing no more scores {self.sigmas:g} "
-            f"sqrt((a (1 - a) + b (1 - b)) / n) higher, n = {self.val_images} {what} images"
+            f"sqrt((a (1 - a) + b (1 - b)) / n) higher, n = {self.val_images} {self.kind} images"
         )
 
     def margin(self, a: float, b: float) -> float:

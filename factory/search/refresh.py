@@ -64,7 +64,7 @@ def _recomputed(run_dir: Path, old: dict[str, Any] | None) -> dict[str, Any]:
         records = store.records()
     objectives = list(config.objectives)
     scored = (old or {}).get("rescore", {}).get("images", floor.val_images)  # n of rescores
-    error = ScoreError(scored, scored > floor.val_images)
+    error = ScoreError.of(scored, floor.val_images)
     front = compute_front(records, objectives, floor, error)
     had = old["evaluations"] if old is not None else 0
     keep = {"space", "strategy", "target", "total_units", "latency_objective", "floor"}

@@ -451,7 +451,7 @@ def _write(
     return write_outputs(
         run.run_dir, records, run.config.objectives, run.space.format, refs, meta,
         floor=floor, remeasure=_final_latency(run, meta["stopped"]),
-        error=ScoreError(run.ctx.rescore_images, run.ctx.rescore_images > run.ctx.val_images),
+        error=ScoreError.of(run.ctx.rescore_images, run.ctx.val_images),
     )  # fmt: skip
 
 
