@@ -15,6 +15,10 @@ from factory.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, fail
 PRESETS = ("quick", "gpu", "paper")
 EXIT_CODES = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}
 QUICK_TRAIN_SIZE = 8000  # the quick preset's training images; gpu and paper use them all
+# images scoring each candidate of the generations, and each rescored one (docs/search.md,
+# "Rescoring on more images"): the quick preset halves the first to pay for the second
+QUICK_VAL_SIZE, VAL_SIZE = 2500, 5000
+QUICK_RESCORE_IMAGES = 20000
 
 
 def search(
@@ -83,13 +87,15 @@ def search(
         ),
     ] = None,
     val_size: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
-            help="Validation images that score a candidate (0: all). On 500 the binomial "
-            "error alone (~2 points) is as wide as the spread of the candidates' scores.",
+            help=f"Validation images that score a candidate (0: all; default {QUICK_VAL_SIZE} "
+            f"for the quick preset, {VAL_SIZE} otherwise). On 500 the binomial error alone "
+            "(~2 points) is as wide as the spread of the candidates' scores.",
+            show_default=False,
         ),
-    ] = 5000,
+    ] = None,
     latency: Annotated[
         str,
         typer.Option(
@@ -127,15 +133,17 @@ def search(
         int, typer.Option(min=1, help="Training batches per rescored candidate.")
     ] = 50,
     rescore_images: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             help="Images each rescored candidate is scored on: the --val-size images, then "
             "training images the search did not train on (--train-size leaves them out). "
-            "0 (default): the --val-size images alone, as the generations. 20000 halves the "
-            "sampling error that decides near-ties, for an estimated 2 min more on 2 cores.",
+            f"Default {QUICK_RESCORE_IMAGES} for the quick preset: a third of the sampling "
+            "error of the generations' scores, where near-ties are decided. 0 (the default "
+            "otherwise): the --val-size images alone, as the generations.",
+            show_default=False,
         ),
-    ] = 0,
+    ] = None,
     challenge: Annotated[
         list[str] | None,
         typer.Option(
@@ -288,8 +296,8 @@ def search(
         "init": tuple(init or ()),
         "units": generations,
         "time_budget_s": parse_duration(time_budget) if time_budget else None,
-        "train_size": _train_size(train_size, preset),
-        "val_size": val_size or None,
+        "train_size": _by_preset(train_size, preset, QUICK_TRAIN_SIZE, None),
+        "val_size": _by_preset(val_size, preset, QUICK_VAL_SIZE, VAL_SIZE),
         "batch_size": batch_size,
         "sandwich": sandwich,
         "distill": distill,
@@ -300,7 +308,7 @@ def search(
         "refine": refine,
         "rescore": rescore,
         "rescore_steps": rescore_steps,
-        "rescore_images": rescore_images or None,
+        "rescore_images": _by_preset(rescore_images, preset, QUICK_RESCORE_IMAGES, None),
         "challenge": _challenge_names(challenge),
         "challengers": challengers,
         **split_settings(parse_settings(settings or [])),
@@ -387,10 +395,10 @@ _PARAM_OF = {
 }
 
 
-def _train_size(given: int | None, preset: str) -> int | None:
-    """Images the search trains on: the user's (0: all), else the preset's (None: all)."""
+def _by_preset(given: int | None, preset: str, quick: int, other: int | None) -> int | None:
+    """An image count: the user's (0: all, None), else the quick preset's or the others'."""
     if given is None:
-        return QUICK_TRAIN_SIZE if preset == "quick" else None
+        return quick if preset == "quick" else other
     return given or None
 
 

@@ -31,7 +31,9 @@ class SearchConfig:
     units: int | None = None  # generations / controller steps; None: the preset's
     time_budget_s: float | None = None
     train_size: int | None = 8000  # training images used by the search (None: all)
-    val_size: int | None = 5000  # 500 gave a standard error (1.9 points) near the spread
+    # the quick preset's (the CLI's QUICK_VAL_SIZE); 500 gave a standard error (1.9 points)
+    # as wide as the spread of the candidates' scores
+    val_size: int | None = 2500
     batch_size: int = 64  # more steps per image: 57-69 % vs 52-64 % at 128 (docs/search.md)
     calib_steps: int = 2
     lr: float = 0.05
@@ -53,10 +55,10 @@ class SearchConfig:
     rescore: int = 6
     rescore_steps: int = 50  # training batches per rescored candidate
     # images each rescored candidate is scored on: val_size's, then training images the
-    # search left out (train_size); None: val_size's alone, as the generations. 20,000
-    # ranked near-ties better but would cost ~2 min of the quick preset's 20 (docs/search.md,
-    # "Rescoring on more images")
-    rescore_images: int | None = None
+    # search left out (train_size); None: val_size's alone, as the generations. 20,000 (the
+    # quick preset's) ranked near-ties better than 5,000 (docs/search.md, "Rescoring on
+    # more images")
+    rescore_images: int | None = 20000
     # manual architectures whose cheaper one-decision neighbours (`challengers` of each) are
     # rescored too (challenge.py); None: the space's yardstick
     challenge: tuple[str, ...] | None = None
@@ -73,6 +75,7 @@ class SearchConfig:
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
+        data.setdefault("rescore_images", None)  # runs from before it scored on val_size's
         data["objectives"] = tuple(data.get("objectives", ()))
         data["init"] = tuple(data.get("init", ()))
         if data.get("challenge") is not None:

@@ -66,14 +66,19 @@ def test_cuda_without_a_gpu_is_refused_before_a_run(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("preset", "given", "expected"),
-    [("quick", None, 8000), ("gpu", None, None), ("paper", None, None), ("gpu", 500, 500),
-     ("quick", 0, None)],
+    [("quick", None, (8000, 2500, 20000)), ("gpu", None, (None, 5000, None)),
+     ("paper", None, (None, 5000, None)), ("gpu", 500, (500, 500, 500)),
+     ("quick", 0, (None, None, None))],
 )  # fmt: skip
-def test_presets_choose_how_many_training_images(preset, given, expected) -> None:
-    from factory.cli.search_cmd import _train_size
+def test_presets_choose_how_many_images(preset, given, expected) -> None:
+    """Training, validation and rescoring images: the quick preset scores its generations
+    on fewer images and its rescoring on more (docs/search.md); 0 means all / off."""
+    from factory.cli import search_cmd as cmd
     from factory.strategies import STRATEGIES
 
-    assert _train_size(given, preset) == expected
+    counts = ((cmd.QUICK_TRAIN_SIZE, None), (cmd.QUICK_VAL_SIZE, cmd.VAL_SIZE),
+              (cmd.QUICK_RESCORE_IMAGES, None))  # fmt: skip
+    assert tuple(cmd._by_preset(given, preset, *c) for c in counts) == expected
     for name in STRATEGIES.names():  # every strategy knows every preset
         STRATEGIES.get(name).Config.preset(preset)
 

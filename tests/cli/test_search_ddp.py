@@ -23,7 +23,7 @@ ARGS = [
     "--space", "shufflenet", "--strategy", "pnsga3", "--objectives", "accuracy,macs",
     "--cost", "macs", "--train-size", "256", "--val-size", "128", "--batch-size", "64",
     "--set", "population=4", "--set", "warmup_epochs=1", "--set", "epochs_per_generation=0.5",
-    "--threads", "1", "--device", "cpu", "--quiet",
+    "--threads", "1", "--device", "cpu", "--quiet", "--rescore-images", "0",
 ]  # fmt: skip
 
 

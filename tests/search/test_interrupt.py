@@ -40,7 +40,7 @@ STEPS_PER_UNIT = 8  # 2 epochs of 256 images in batches of 64
 CLI = [
     *("search", "--space", "shufflenet", "--strategy", "random", "--generations", "1"),
     *("--objectives", "accuracy,macs", "--cost", "macs", "--train-size", "256"),
-    *("--val-size", "128", "--threads", "1"),
+    *("--val-size", "128", "--rescore-images", "0", "--threads", "1"),
     *(f"--set={k}={v}" for k, v in SETTINGS.items()),
 ]
 

@@ -93,6 +93,14 @@ def test_rescore_settings_are_checked() -> None:
         resolve(SearchConfig(**{**TINY, "rescore": 2, "rescore_images": 0}))
 
 
+def test_a_run_saved_before_rescore_images_resumes_as_it_ran() -> None:
+    """Its config.json lacks the key; the quick preset's 20,000 must not fill it in."""
+    saved = SearchConfig().to_dict()
+    assert SearchConfig.from_dict(saved).rescore_images == 20000
+    del saved["rescore_images"]
+    assert SearchConfig.from_dict(saved).rescore_images is None
+
+
 def test_rescoring_scores_on_val_then_images_the_search_left_out() -> None:
     # a pool whose image i is filled with the value i: where each image came from shows
     pool = TensorSplit(torch.arange(100.0).view(100, 1, 1, 1), torch.arange(100) % 10)

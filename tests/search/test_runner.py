@@ -96,8 +96,9 @@ def test_sigkill_then_resume_keeps_every_evaluation(tmp_path: Path) -> None:
     args = [
         "--space", "shufflenet", "--strategy", "pnsga3", "--objectives", "accuracy,macs",
         "--cost", "macs", "--train-size", "256", "--val-size", "128", "--batch-size", "64",
-        "--generations", "3", "--set", "population=4", "--set", "warmup_epochs=0.5",
-        "--set", "epochs_per_generation=0.25", "--quiet", "--out", str(run_dir),
+        "--rescore-images", "0", "--generations", "3", "--set", "population=4",
+        "--set", "warmup_epochs=0.5", "--set", "epochs_per_generation=0.25", "--quiet",
+        "--out", str(run_dir),
     ]  # fmt: skip
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = run_dir / "evaluations.sqlite"

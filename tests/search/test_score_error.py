@@ -43,6 +43,9 @@ def test_rescored_front_keeps_models_within_the_error_of_a_dominating_one() -> N
 def test_the_rule_names_the_images_it_was_scored_on() -> None:
     assert ERROR.rule.endswith("n = 5000 validation images")
     assert ScoreError(20000, spare=True).rule.endswith("n = 20000 held-out images")
+    # a run's counts say which: more images than its validation set means spare ones too
+    assert ScoreError.of(20000, 2500) == ScoreError(20000, spare=True)
+    assert ScoreError.of(5000, 5000).kind == "validation"
 
 
 def test_one_shot_scores_are_not_widened() -> None:
