@@ -270,12 +270,13 @@ def measure(args: argparse.Namespace) -> None:
         "dominated by (front; paired ratio, pairs faster) |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
+    best = max(p.accuracy for p in front)
     for p in sorted(points, key=lambda p: p.median_ms):
         mark = " **front**" if p in front else ""
         rows.append(
             f"| {p.name}{mark} | {p.kind} | {p.params / 1e6:.3f} M | {p.macs / 1e6:.2f} M | "
             f"{100 * p.accuracy:.2f} % | {p.median_ms:.3f} | {100 * p.spread:.0f} % | "
-            f"{verdict_cell(verdicts.get(p.name))} |"
+            f"{verdict_cell(verdicts.get(p.name), None if mark else best)} |"
         )
     plot(points, front, DOCS / "baselines.png")
     result = {

@@ -31,9 +31,11 @@ def plot(points: list, front: list, path: Path) -> None:
     save(fig, ax, path, xlabel, "Fashion-MNIST test accuracy, %", legend="lower right")
 
 
-def verdict_cell(v: dict | None) -> str:
+def verdict_cell(v: dict | None, best_front: float | None = None) -> str:
+    """A baseline's verdict; `best_front` (the front's best test accuracy) says why a
+    baseline no front network is as accurate as stays undominated."""
     if v is None:
-        return ""
+        return "" if best_front is None else f"no: the front's best is {100 * best_front:.2f} %"
     t = v["timing"]
     shown = "**yes**" if v["dominated"] else "no"
     return f"{shown}: {v['by']} ({t['ratio']:.3f}x, {t['pairs_faster']}/{t['pairs']})"
