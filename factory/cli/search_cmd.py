@@ -11,14 +11,15 @@ from typing import Annotated
 import typer
 
 from factory.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, fail
+from factory.search.config import (
+    QUICK_RESCORE_IMAGES,
+    QUICK_TRAIN_SIZE,
+    QUICK_VAL_SIZE,
+    VAL_SIZE,
+)
 
 PRESETS = ("quick", "gpu", "paper")
 EXIT_CODES = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED}
-QUICK_TRAIN_SIZE = 8000  # the quick preset's training images; gpu and paper use them all
-# images scoring each candidate of the generations, and each rescored one (docs/search.md,
-# "Rescoring on more images"): the quick preset halves the first to pay for the second
-QUICK_VAL_SIZE, VAL_SIZE = 2500, 5000
-QUICK_RESCORE_IMAGES = 20000
 
 
 def search(
@@ -396,7 +397,7 @@ _PARAM_OF = {
 
 
 def _by_preset(given: int | None, preset: str, quick: int, other: int | None) -> int | None:
-    """An image count: the user's (0: all, None), else the quick preset's or the others'."""
+    """An image count: the user's (0: None, all images or none), else the preset's."""
     if given is None:
         return quick if preset == "quick" else other
     return given or None

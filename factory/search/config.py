@@ -11,6 +11,11 @@ from typing import Any
 from targets.errors import UserError
 
 OBJECTIVE_ALIASES = {"latency": "latency_ms", "flops": "macs", "acc": "accuracy"}
+# the quick preset's image counts (the defaults below; gpu and paper train on every image,
+# score on VAL_SIZE and rescore on those alone). Its generations are scored on fewer images
+# to pay for a rescoring on more (docs/search.md, "Rescoring on more images")
+QUICK_TRAIN_SIZE, QUICK_VAL_SIZE, QUICK_RESCORE_IMAGES = 8000, 2500, 20000
+VAL_SIZE = 5000
 KNOWN_OBJECTIVES = ("accuracy", "latency_ms", "macs", "params")
 
 
@@ -30,10 +35,9 @@ class SearchConfig:
     init: tuple[str, ...] = ()  # manual architectures to warm-start from
     units: int | None = None  # generations / controller steps; None: the preset's
     time_budget_s: float | None = None
-    train_size: int | None = 8000  # training images used by the search (None: all)
-    # the quick preset's (the CLI's QUICK_VAL_SIZE); 500 gave a standard error (1.9 points)
-    # as wide as the spread of the candidates' scores
-    val_size: int | None = 2500
+    train_size: int | None = QUICK_TRAIN_SIZE  # training images used by the search (None: all)
+    # 500 gave a standard error (1.9 points) as wide as the spread of the candidates' scores
+    val_size: int | None = QUICK_VAL_SIZE
     batch_size: int = 64  # more steps per image: 57-69 % vs 52-64 % at 128 (docs/search.md)
     calib_steps: int = 2
     lr: float = 0.05
@@ -55,10 +59,9 @@ class SearchConfig:
     rescore: int = 6
     rescore_steps: int = 50  # training batches per rescored candidate
     # images each rescored candidate is scored on: val_size's, then training images the
-    # search left out (train_size); None: val_size's alone, as the generations. 20,000 (the
-    # quick preset's) ranked near-ties better than 5,000 (docs/search.md, "Rescoring on
-    # more images")
-    rescore_images: int | None = 20000
+    # search left out (train_size); None: val_size's alone, as the generations. 20,000
+    # ranked near-ties better than 5,000
+    rescore_images: int | None = QUICK_RESCORE_IMAGES
     # manual architectures whose cheaper one-decision neighbours (`challengers` of each) are
     # rescored too (challenge.py); None: the space's yardstick
     challenge: tuple[str, ...] | None = None

@@ -73,12 +73,13 @@ def test_cuda_without_a_gpu_is_refused_before_a_run(tmp_path) -> None:
 def test_presets_choose_how_many_images(preset, given, expected) -> None:
     """Training, validation and rescoring images: the quick preset scores its generations
     on fewer images and its rescoring on more (docs/search.md); 0 means all / off."""
-    from factory.cli import search_cmd as cmd
+    from factory.cli.search_cmd import _by_preset
+    from factory.search import config as c
     from factory.strategies import STRATEGIES
 
-    counts = ((cmd.QUICK_TRAIN_SIZE, None), (cmd.QUICK_VAL_SIZE, cmd.VAL_SIZE),
-              (cmd.QUICK_RESCORE_IMAGES, None))  # fmt: skip
-    assert tuple(cmd._by_preset(given, preset, *c) for c in counts) == expected
+    counts = ((c.QUICK_TRAIN_SIZE, None), (c.QUICK_VAL_SIZE, c.VAL_SIZE),
+              (c.QUICK_RESCORE_IMAGES, None))  # fmt: skip
+    assert tuple(_by_preset(given, preset, *n) for n in counts) == expected
     for name in STRATEGIES.names():  # every strategy knows every preset
         STRATEGIES.get(name).Config.preset(preset)
 
