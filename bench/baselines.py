@@ -276,7 +276,7 @@ def measure(args: argparse.Namespace) -> None:
         rows.append(
             f"| {p.name}{mark} | {p.kind} | {p.params / 1e6:.3f} M | {p.macs / 1e6:.2f} M | "
             f"{100 * p.accuracy:.2f} % | {p.median_ms:.3f} | {100 * p.spread:.0f} % | "
-            f"{verdict_cell(verdicts.get(p.name), None if mark else best)} |"
+            f"{verdict_cell(verdicts.get(p.name), None if p in front else best)} |"
         )
     plot(points, front, DOCS / "baselines.png")
     result = {

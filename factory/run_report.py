@@ -196,8 +196,8 @@ def _scored_how(doc: dict[str, Any]) -> str:
         return "Validation accuracy with the shared supernet weights, not yet trained alone."
     steps = (doc.get("rescore") or {}).get("steps", "?")
     images = (doc.get("rescore") or {}).get("images")
-    val = (doc.get("floor") or {}).get("val_images", images)
-    on = f" on {images:,} {ScoreError.of(images, val or images).kind} images" if images else ""
+    val = (doc.get("floor") or {}).get("val_images") or images
+    on = f" on {images:,} {ScoreError.of(images, val).kind} images" if images else ""
     near = sum(1 for r in doc["front"] if r.get("within_error_of"))
     return (
         f"Accuracy{on} after each was fine-tuned on its own for {steps} steps from the "
